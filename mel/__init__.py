@@ -1,0 +1,3 @@
+"""mel: offline, batch, multilingual entity linking with dense retrieval."""
+
+__version__ = "0.1.0"

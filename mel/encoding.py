@@ -1,0 +1,159 @@
+"""The encoder every stage uses: token ids in, L2-normalised embeddings out.
+
+Inputs are sorted by length and padded per batch, so short inputs never pay
+for long ones. CUDA is used when asked for (or with device "auto") and
+onnxruntime has it; the precision variant follows the device unless given
+(int8 on CPU, fp16 on CUDA, falling back to fp32 when the folder lacks it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from mel.errors import ModelError
+from mel.mentions import MentionSpan, MentionTokenizer
+from mel.models import ModelFolder
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def choose_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ModelError(f"unknown device '{device}' (choose from {', '.join(DEVICES)})")
+    has_cuda = "CUDAExecutionProvider" in available_providers()
+    if device == "cuda" and not has_cuda:
+        raise ModelError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
+                         "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu; see README, Troubleshooting)")
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return device
+
+
+def default_threads() -> int:
+    # onnxruntime scales with physical cores; hyper-threads add little to GEMM work.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Encoder:
+    """An onnxruntime session over a model folder, with its tokenizers."""
+
+    def __init__(self, model: ModelFolder, *, device: str = "auto", precision: str = "auto",
+                 threads: int | None = None, batch_size: int = 64, verify: bool = True):
+        import onnxruntime as ort
+
+        self.model = model
+        self.manifest = model.manifest
+        self.device = choose_device(device)
+        if precision == "auto":
+            wanted = "int8" if self.device == "cpu" else "fp16"
+            precision = wanted if wanted in self.manifest.precisions else "fp32"
+        if self.device == "cuda" and precision == "int8":
+            raise ModelError("int8 models run on CPU only (their QAttention kernels have no CUDA version); "
+                             "use --precision fp16 or fp32 with --device cuda")
+        self.precision = precision
+        self.batch_size = batch_size
+        path = model.variant(precision, verify=verify)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" \
+            else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
+        tokenizer = Tokenizer.from_file(str(model.file("tokenizer.json", verify=verify)))
+        self.tokens = MentionTokenizer(tokenizer, self.manifest)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def checksum(self) -> str:
+        return self.manifest.checksum
+
+    def encode_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embeddings of pre-tokenised inputs (with special tokens), in input order."""
+        out = np.empty((len(sequences), self.dim), dtype=np.float32)
+        if not len(sequences):
+            return out
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+        pad = self.manifest.special_ids["pad"]
+        for lo in range(0, len(order), self.batch_size):
+            chosen = order[lo : lo + self.batch_size]
+            width = max(len(sequences[i]) for i in chosen)
+            ids = np.full((len(chosen), width), pad, dtype=np.int64)
+            mask = np.zeros((len(chosen), width), dtype=np.int64)
+            for row, i in enumerate(chosen):
+                seq = sequences[i]
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            out[chosen] = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def encode_mentions(self, spans: Sequence[MentionSpan]) -> np.ndarray:
+        return self.encode_ids(self.tokens.mentions(spans))
+
+    def encode_entities(self, labels: Sequence[str], descriptions: Sequence[str]) -> np.ndarray:
+        return self.encode_ids(self.tokens.entities(labels, descriptions))
+
+    def encode_strings(self, strings: Sequence[str], role: str = "mention") -> np.ndarray:
+        return self.encode_ids(self.tokens.strings(strings, role))
+
+    def encode_texts(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
+        return self.encode_ids(self.tokens.texts(texts, role))
+
+    def describe(self) -> str:
+        return (f"{self.model.path} ({self.manifest.architecture}, dim {self.dim}, {self.precision}, "
+                f"{self.device}, {self.session.get_session_options().intra_op_num_threads} threads)")
+
+
+
+def embed_lines(model: str, stream, output: str | None, *, role: str | None, precision: str = "auto",
+                device: str = "auto", threads: int | None = None, out=None) -> int:
+    """`mel model embed`: embed each line of `stream`; .npy to `output`, else JSON lines to `out`."""
+    import sys
+
+    import orjson
+
+    from mel.artifacts import atomic_file
+    from mel.errors import InputError
+    from mel.models import resolve_model
+
+    texts = []
+    for number, raw in enumerate(stream, start=1):
+        try:
+            texts.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not texts:
+        raise InputError("no input: give one text a line on stdin")
+    encoder = Encoder(resolve_model(model, announce=lambda m: print(m, file=sys.stderr)), device=device,
+                      precision=precision, threads=threads)
+    vectors = encoder.encode_texts(texts, role)
+    if output:
+        with atomic_file(output) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors)
+    else:
+        out = out or sys.stdout.buffer
+        for row in vectors:
+            out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        out.flush()
+    return len(texts)

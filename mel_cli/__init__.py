@@ -1,0 +1,39 @@
+"""The `mel` command line: thin click commands over the library modules."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mel import __version__
+from mel_cli.errors import run_command_group
+
+
+@click.group(cls=run_command_group(), context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mel")
+def main() -> None:
+    """Offline, batch, multilingual entity linking to Wikidata.
+
+    mel encodes marked mentions with a small ONNX bi-encoder, searches a sharded
+    ScaNN index of Wikidata entities, and writes QIDs. Models and indexes are
+    plain folders with manifests; nothing needs a network connection.
+
+    \b
+    Example:
+      mel model default
+      mel index build --kb kb.jsonl -o idx/
+      mel link docs.jsonl --index idx/ -o linked.jsonl
+    """
+
+
+def _register() -> None:
+    from mel_cli import model
+
+    main.add_command(model.model)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

