@@ -122,7 +122,8 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
               help="Which prefix to put before each line (e5 uses query:/passage:; LEALLA none).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write a float32 .npy matrix here instead of JSON lines on stdout.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+              help="Model variant: auto is int8 on CPU, fp16 on CUDA (when the folder has them), else fp32.")
 @device_option
 @threads_option
 def embed_cmd(model_dir, role, output, precision, device, threads) -> None:

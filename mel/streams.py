@@ -1,0 +1,454 @@
+"""Opening inputs and outputs: files or "-", compressed or not, read line by line.
+
+Inputs are recognised by their first bytes (zstd, xz, gzip, bzip2), never by their
+name alone, so `corpus.jsonl` that is really zstd, or a pipe from `zstdcat`,
+both read correctly. Lines come back as bytes with their 1-based line number,
+so a reader can report invalid UTF-8 on one line and go on.
+
+Outputs are JSON Lines written under a temporary name and renamed into place
+only when complete (compressed with zstd when the name ends in `.zst`), or
+written to stdout, where a reader that goes away early (`| head`) ends the
+output quietly: `JsonlWriter.broken_pipe` tells the caller.
+"""
+
+from __future__ import annotations
+
+import bz2
+import collections
+import gzip
+import io
+import lzma
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator, Mapping
+
+import orjson
+import zstandard
+
+from mel.errors import InputError
+
+STDIO = "-"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC = b"\xfd\x37\x7a\x58\x5a\x00"
+GZIP_MAGIC = b"\x1f\x8b"
+# "BZh", a block size digit, then the first bytes of a block or of the end marker.
+_BZIP2_NEXT = (b"1A", b"\x17r")
+UTF8_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+_COMPRESSED_CHUNK = 1 << 16  # small, as one chunk may expand a thousandfold
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def is_stdio(path: str | os.PathLike) -> bool:
+    return str(path) == STDIO
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """How a path appears in messages ("<stdin>" for "-")."""
+    return "<stdin>" if is_stdio(path) else str(path)
+
+
+def detect_compression(head: bytes) -> str | None:
+    """"zstd", "xz", "gzip", "bzip2" or None (plain), from a stream's first 6 bytes."""
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:6] in _BZIP2_NEXT:
+        return "bzip2"
+    return None
+
+
+class _PrefixedReader(io.RawIOBase):
+    """A raw stream that first replays `prefix` (bytes already read to sniff
+    the format), then continues with `source`; works for pipes that cannot seek."""
+
+    def __init__(self, prefix: bytes, source: BinaryIO):
+        self._prefix = prefix
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            n = min(len(view), len(self._prefix))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._source.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._source is not sys.stdin.buffer:
+            self._source.close()
+        super().close()
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompresses concatenated zstd frames and fails on a truncated last frame.
+
+    (zstandard's own stream_reader ends quietly on truncated input, which would
+    make a cut-off file look like a short, complete one.)
+    """
+
+    def __init__(self, source: BinaryIO):
+        self._source = source
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._frame_has_input = False
+        self._pending = memoryview(b"")
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        while self._offset >= len(self._pending):
+            compressed = self._source.read(_COMPRESSED_CHUNK)
+            if not compressed:
+                if self._frame_has_input and not self._frame.eof:
+                    raise EOFError("zstd data ends in the middle of a frame (truncated file?)")
+                return 0
+            self._pending = memoryview(self._feed(compressed))
+            self._offset = 0
+        n = min(len(view), len(self._pending) - self._offset)
+        view[:n] = self._pending[self._offset : self._offset + n]
+        self._offset += n
+        return n
+
+    def _feed(self, compressed: bytes) -> bytes:
+        out = []
+        while compressed:
+            if self._frame.eof:  # the next frame starts in this chunk
+                self._frame = self._decompressor.decompressobj()
+            self._frame_has_input = True
+            out.append(self._frame.decompress(compressed))
+            compressed = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()
+
+
+class _Decoded(io.RawIOBase):
+    """A decompressing stream that also closes the stream it reads from
+    (LZMAFile and GzipFile leave a file object they were given open)."""
+
+    def __init__(self, decoded: BinaryIO, source: BinaryIO):
+        self._decoded = decoded
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._decoded.readinto(buffer)
+
+    def close(self) -> None:
+        try:
+            self._decoded.close()
+        finally:
+            self._source.close()
+            super().close()
+
+
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """Open a file, or stdin for "-", as a decompressed binary stream.
+
+    The compression is detected from the magic bytes; the caller closes the
+    stream (closing stdin's wrapper leaves stdin itself open).
+    """
+    name = display_name(path)
+    if is_stdio(path):
+        source: BinaryIO = sys.stdin.buffer
+    else:
+        try:
+            source = open(path, "rb")
+        except FileNotFoundError:
+            raise InputError(f"{name}: file not found") from None
+        except IsADirectoryError:
+            raise InputError(f"{name}: is a folder, expected a file") from None
+        except PermissionError:
+            raise InputError(f"{name}: permission denied") from None
+    head = b""
+    while len(head) < len(XZ_MAGIC):
+        more = source.read(len(XZ_MAGIC) - len(head))
+        if not more:
+            break
+        head += more
+    raw = io.BufferedReader(_PrefixedReader(head, source), buffer_size=_CHUNK)
+    kind = detect_compression(head)
+    if kind == "zstd":
+        return io.BufferedReader(_ZstdReader(raw), buffer_size=_CHUNK)
+    if kind == "xz":
+        return io.BufferedReader(_Decoded(lzma.LZMAFile(raw, "rb"), raw), buffer_size=_CHUNK)
+    if kind == "gzip":
+        return io.BufferedReader(_Decoded(gzip.GzipFile(fileobj=raw, mode="rb"), raw), _CHUNK)
+    if kind == "bzip2":
+        return io.BufferedReader(_Decoded(bz2.BZ2File(raw, "rb"), raw), _CHUNK)
+    return raw
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line bytes without the line ending) for every line.
+
+    A UTF-8 byte-order mark at the start is dropped. Corrupt or truncated
+    compressed data raises InputError naming the file and the last good line.
+    """
+    name = display_name(path)
+    line_no = 0
+    with open_input(path) as stream:
+        try:
+            for line_no, line in enumerate(stream, start=1):
+                if line.endswith(b"\n"):
+                    line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+                if line_no == 1 and line.startswith(UTF8_BOM):
+                    line = line[len(UTF8_BOM) :]
+                yield line_no, line
+        except (EOFError, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+            # (bz2 reports corrupt, not truncated, data as a plain OSError; that
+            # is left alone, as it could as well be a failing disk.)
+            raise InputError(
+                f"{name}: compressed data is truncated or corrupt after line {line_no} ({exc})"
+            ) from None
+
+
+class BadLine(ValueError):
+    """A line that is not a JSON object: `reason` is a short category, `detail` says more."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_json_object(line: bytes) -> dict:
+    """Parse one JSON Lines line into a dict, or raise BadLine saying why not."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{line[exc.start]:02x} at offset {exc.start}"
+        raise BadLine("invalid UTF-8", where) from None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        # Each record is one line, so only the column is worth giving.
+        raise BadLine("not valid JSON", f"{exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise BadLine("not a JSON object", f"found {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+class SkipReport:
+    """Counts what a reader skipped, so nothing is lost silently.
+
+    `skip()` records a malformed record (counted per reason, the first
+    `max_examples` kept as "file:line: reason (detail)"); with `strict` it
+    raises InputError instead. `filter()` counts records left out on purpose
+    (a language filter, a link origin), which are never errors.
+    """
+
+    def __init__(self, *, strict: bool = False, max_examples: int = 10):
+        self.strict = strict
+        self.max_examples = max_examples
+        self.skipped: collections.Counter[str] = collections.Counter()
+        self.filtered: collections.Counter[str] = collections.Counter()
+        self.examples: list[str] = []
+
+    def skip(self, location: str, reason: str, detail: str = "") -> None:
+        message = f"{location}: {reason}" + (f" ({detail})" if detail else "")
+        if self.strict:
+            raise InputError(message)
+        self.skipped[reason] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(message)
+
+    def filter(self, reason: str, count: int = 1) -> None:
+        self.filtered[reason] += count
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def lines(self) -> list[str]:
+        """A human summary, one line each: skipped counts, examples, filtered counts."""
+        out = [f"skipped {n} record(s): {reason}" for reason, n in self.skipped.most_common()]
+        out += [f"  e.g. {example}" for example in self.examples]
+        out += [f"left out {n}: {reason}" for reason, n in self.filtered.most_common()]
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "skipped": dict(self.skipped),
+            "examples": list(self.examples),
+            "filtered": dict(self.filtered),
+        }
+
+
+def _compression_for_name(path: str | os.PathLike) -> str | None:
+    suffix = Path(path).suffix.lower()
+    return {".zst": "zstd", ".xz": "xz", ".gz": "gzip"}.get(suffix)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class JsonlWriter:
+    """Writes JSON Lines to a file (atomically) or to stdout ("-").
+
+    Use as a context manager: on a clean exit the temporary file is renamed
+    over `path`; on an exception it is removed and `path` is left untouched.
+    `compression` is "auto" (from the name: .zst, .xz, .gz), None, "zstd",
+    "xz" or "gzip"; stdout is plain unless compression is given explicitly.
+    On stdout, a closed pipe sets `broken_pipe` and later writes are dropped,
+    without a traceback; the caller decides the exit code.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, compression: str | None = "auto", level: int = 3
+    ):
+        self.path = path
+        self.name = display_name(path)
+        self.count = 0
+        self.broken_pipe = False
+        self._closed = False
+        self._tmp: Path | None = None
+        if compression == "auto":
+            compression = None if is_stdio(path) else _compression_for_name(path)
+        if is_stdio(path):
+            self._raw: BinaryIO = sys.stdout.buffer
+        else:
+            target = Path(path)
+            if target.is_dir():
+                raise InputError(f"{target}: is a folder, expected an output file name")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
+            self._tmp = Path(tmp_name)
+            os.chmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; act like open()
+            self._raw = os.fdopen(fd, "wb", buffering=_CHUNK)
+        self._stream: BinaryIO = self._compressor(compression, level)
+
+    def _compressor(self, compression: str | None, level: int) -> BinaryIO:
+        if compression is None:
+            return self._raw
+        if compression == "zstd":
+            return zstandard.ZstdCompressor(level=level).stream_writer(self._raw, closefd=False)
+        if compression == "xz":
+            return lzma.open(self._raw, "wb")
+        if compression == "gzip":
+            return gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)
+        raise ValueError(f"unknown compression {compression!r}")
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, record: Mapping | bytes) -> bool:
+        """Write one record (a dict, or an already-encoded line); False once
+        stdout's reader has gone away."""
+        if self.broken_pipe:
+            return False
+        if isinstance(record, (bytes, bytearray)):
+            line = bytes(record).rstrip(b"\n") + b"\n"
+        else:
+            line = orjson.dumps(record, option=_DUMP_OPTIONS)
+        try:
+            self._stream.write(line)
+        except BrokenPipeError:
+            self._on_broken_pipe()
+            return False
+        self.count += 1
+        return True
+
+    def close(self) -> None:
+        """Finish the output: flush, and rename the temporary file into place."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._stream is not self._raw:
+                self._stream.close()  # writes the compressed stream's end
+            if self._tmp is None:
+                self._raw.flush()
+                return
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BrokenPipeError:
+            self._on_broken_pipe()
+        except BaseException:
+            self._remove_tmp()
+            raise
+
+    def abort(self) -> None:
+        """Drop the output: remove the temporary file; stdout is just flushed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._tmp is None:
+            try:
+                self._raw.flush()
+            except BrokenPipeError:
+                self._on_broken_pipe()
+            return
+        try:
+            self._raw.close()
+        finally:
+            self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+        self._tmp = None
+
+    def _on_broken_pipe(self) -> None:
+        self.broken_pipe = True
+        # Point stdout at /dev/null so the interpreter's final flush does not
+        # print "Exception ignored ... BrokenPipeError" (Python docs, "Note on SIGPIPE").
+        try:
+            fileno = self._raw.fileno()
+        except (OSError, ValueError):
+            return  # not a real file descriptor (a test's captured stdout)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
+
+
+def open_output(path: str | os.PathLike, **options) -> JsonlWriter:
+    """Shorthand for `JsonlWriter(path, **options)`."""
+    return JsonlWriter(path, **options)
