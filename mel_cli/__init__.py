@@ -28,9 +28,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mel_cli import model
+    from mel_cli import index, link, model
 
     main.add_command(model.model)
+    main.add_command(index.index)
+    main.add_command(link.link)
 
 
 _register()

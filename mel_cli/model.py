@@ -105,7 +105,7 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
       mel model info models/lealla-small --json | jq .checksum
     """
     from mel.models import resolve_model
-    from mel_cli.tables import print_mapping
+    from mel_cli.reports import print_mapping
 
     folder = resolve_model(model_dir)
     if as_json:

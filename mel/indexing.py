@@ -1,0 +1,207 @@
+"""Building an index of a knowledge base: KB sources -> entry texts -> vectors -> shards.
+
+Entry kinds ("views", DESIGN.md §2):
+- description: `[M] label [M] description`, encoded as an entity;
+- context: a training mention in its window with `[M]` markers, encoded exactly
+  like a query mention (the thesis's "training contexts as KB");
+- label: an entity label or alias alone, encoded like a mention string (for the
+  labels and OLPEAT baselines, queried with the mention string only).
+Description and context entries are queried with mentions in context; label
+entries with mention strings, so one index never mixes the two.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from indexes.builder import EntryBatch, build_index
+from indexes.manifest import IndexManifest
+from indexes.scann_settings import IndexSettings
+from mel.encoding import Encoder
+from mel.errors import InputError
+from mel.kb import WIKI_ORIGINS, read_kb, read_training_mentions
+from mel.mentions import MentionSpan
+from mel.streams import SkipReport
+
+KINDS = ("description", "context", "label")
+QUERY_ENCODING = {"description": "context", "context": "context", "label": "string"}
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """An entry before encoding: what to encode, and the row it becomes."""
+
+    kind: str
+    qid: str
+    lang: str
+    label: str
+    text: str = ""  # description (description kind) or the string (label kind)
+    span: MentionSpan | None = None  # context kind
+
+
+@dataclass
+class KBSelection:
+    """Which KB records become entries (the `mel index build` source options)."""
+
+    kb: Sequence[str] = ()
+    contexts: Sequence[str] = ()
+    kinds: Sequence[str] = ("description",)
+    langs: Sequence[str] | None = None
+    target_lang: str | None = None
+    require_page: bool = False
+    limit: int | None = None
+    contexts_per_qid: int | None = None
+    all_origins: bool = False
+    report: SkipReport = field(default_factory=SkipReport)
+
+
+def query_encoding(kinds: Sequence[str]) -> str:
+    """How queries must be encoded for these kinds; mixing the two is refused."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise InputError(f"unknown entry kind(s) {', '.join(unknown)} (choose from {', '.join(KINDS)})")
+    encodings = {QUERY_ENCODING[k] for k in kinds}
+    if len(encodings) > 1:
+        raise InputError("label entries are queried with the mention string alone, description and context "
+                         "entries with the mention in context: build them as two indexes")
+    return encodings.pop()
+
+
+def pending_entries(selection: KBSelection) -> Iterator[PendingEntry]:
+    """Every entry of the selection, in a fixed order (so a resumed build can skip ahead)."""
+    langs = set(selection.langs) if selection.langs else None
+    if "description" in selection.kinds or "label" in selection.kinds:
+        for entity in read_kb(selection.kb, langs=langs, target_lang=selection.target_lang,
+                              require_page=selection.require_page, limit=selection.limit,
+                              report=selection.report):
+            if "description" in selection.kinds:
+                yield PendingEntry("description", entity.qid, entity.lang, entity.label, entity.description)
+            if "label" in selection.kinds:
+                for string in dict.fromkeys(s.strip() for s in (entity.label, *entity.aliases)):
+                    if string:
+                        yield PendingEntry("label", entity.qid, entity.lang, entity.label, string)
+    if "context" in selection.kinds:
+        per_qid: dict[str, int] = {}
+        origins = None if selection.all_origins else WIKI_ORIGINS
+        for mention in read_training_mentions(selection.contexts, langs=langs, origins=origins,
+                                              report=selection.report):
+            if selection.contexts_per_qid is not None:
+                seen = per_qid.get(mention.qid, 0)
+                if seen >= selection.contexts_per_qid:
+                    selection.report.filter("training context over the per-QID cap")
+                    continue
+                per_qid[mention.qid] = seen + 1
+            yield PendingEntry("context", mention.qid, mention.lang or "und", mention.mention,
+                               span=MentionSpan(mention.text, mention.start, mention.end))
+
+
+def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBatch:
+    """One batch of entries -> vectors, row for row."""
+    sequences: list[list[int] | None] = [None] * len(entries)
+    by_kind: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        by_kind.setdefault(entry.kind, []).append(i)
+    tokens = encoder.tokens
+    for kind, rows in by_kind.items():
+        if kind == "description":
+            ids = tokens.entities([entries[i].label for i in rows], [entries[i].text for i in rows])
+        elif kind == "label":
+            ids = tokens.strings([entries[i].text for i in rows], role="mention")
+        else:
+            ids = tokens.mentions([entries[i].span for i in rows], role="mention")
+        for i, seq in zip(rows, ids):
+            sequences[i] = seq
+    vectors = encoder.encode_ids(sequences)
+    return EntryBatch(vectors=vectors, qids=[e.qid for e in entries], kinds=[e.kind for e in entries],
+                      langs=[e.lang for e in entries], labels=[e.label for e in entries])
+
+
+def batched_entries(selection: KBSelection, encoder: Encoder, start: int, batch_size: int,
+                    skipped: dict | None = None) -> Iterator[EntryBatch]:
+    """Encoded batches from entry `start` on (earlier entries are read but not encoded).
+
+    When the source is exhausted, the reader's skip report is copied into `skipped`.
+    """
+    batch: list[PendingEntry] = []
+    for number, entry in enumerate(pending_entries(selection)):
+        if number < start:
+            continue
+        batch.append(entry)
+        if len(batch) == batch_size:
+            yield encode_entries(encoder, batch)
+            batch = []
+    if batch:
+        yield encode_entries(encoder, batch)
+    if skipped is not None:
+        skipped.update(selection.report.to_json())
+
+
+def model_record(encoder: Encoder) -> dict:
+    manifest = encoder.manifest
+    return {"checksum": manifest.checksum, "source": manifest.source, "path": str(Path(encoder.model.path).resolve()),
+            "dim": manifest.dim, "precision": encoder.precision, "pooling": manifest.pooling}
+
+
+def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *, settings: IndexSettings,
+                   batch_size: int = 1024, resume: bool = False, force: bool = False,
+                   quiet: bool = False) -> IndexManifest:
+    """`mel index build`: encode the selected KB entries into a sharded index at `out`."""
+    kinds = tuple(dict.fromkeys(selection.kinds))
+    encoding = query_encoding(kinds)
+    if "context" in kinds and not selection.contexts:
+        raise InputError("--kinds context needs --contexts (DaMuEL parts or mel documents with gold qids)")
+    if ("description" in kinds or "label" in kinds) and not selection.kb:
+        raise InputError("--kb is required for description and label entries")
+    extra = {
+        "model": model_record(encoder),
+        "query_encoding": encoding,
+        "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.contexts]},
+        "selection": {"langs": list(selection.langs) if selection.langs else None,
+                      "target_lang": selection.target_lang, "require_page": selection.require_page,
+                      "limit": selection.limit, "contexts_per_qid": selection.contexts_per_qid,
+                      "origins": "all" if selection.all_origins else list(WIKI_ORIGINS)},
+        "max_length": encoder.tokens.max_length,
+        # Filled in when the KB has been read, before the manifest is written.
+        "skipped": {},
+    }
+    manifest = build_index(out, lambda start: batched_entries(selection, encoder, start, batch_size,
+                                                              extra["skipped"]),
+                           dim=encoder.dim, settings=settings, extra=extra, resume=resume, force=force,
+                           quiet=quiet)
+    if manifest.counts.entries == 0:
+        shutil.rmtree(out, ignore_errors=True)
+        raise InputError("no entries: every KB record was skipped or filtered out (see the report above)")
+    return manifest
+
+
+def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | None = None,
+                 model: str | None = None):
+    """`mel index verify`: checksums and ScaNN recall (indexes.verify), plus the model match."""
+    import dataclasses
+
+    from indexes.verify import verify
+    from mel.errors import ModelError
+    from mel.models import ModelFolder, resolve_model
+
+    report = verify(folder, sample=sample, min_recall=min_recall)
+    recorded = (report.model_checksum, None)
+    try:
+        if model is not None:
+            found = resolve_model(model)
+        else:
+            from indexes.manifest import read_manifest
+
+            path = (read_manifest(folder).model or {}).get("path")
+            found = ModelFolder.open(path) if path and Path(path).is_dir() else None
+    except ModelError:
+        found = None
+    if found is None or recorded[0] is None:
+        return report
+    matches = found.manifest.checksum == recorded[0]
+    problems = report.problems if matches else report.problems + (
+        f"{found.path}: model sha256 {found.manifest.checksum[:12]}… differs from the index's "
+        f"{recorded[0][:12]}…",)
+    return dataclasses.replace(report, model_ok=matches, problems=problems)

@@ -1,0 +1,72 @@
+"""`mel link`: the main job."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mel_cli.options import batch_size_option, device_option, model_option, threads_option
+
+
+@click.command("link")
+@click.argument("input_path", metavar="INPUT", default="-")
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder (mel index build).")
+@click.option("-o", "--output", default="-", show_default=True,
+              help="Output JSON Lines (.zst compresses); written under a temporary name, renamed when complete.")
+@click.option("--errors", "errors_path", default=None,
+              help="Write bad input records here instead of into the output.")
+@click.option("--top-k", type=click.IntRange(1, 10_000), default=10, show_default=True,
+              help="Candidates per mention.")
+@click.option("--min-score", type=float, default=None, help="Below this score a mention's qid is null (NIL).")
+@click.option("--strict", is_flag=True, help="Stop at the first bad input record (exit 3).")
+@model_option
+@click.option("--allow-model-mismatch", is_flag=True,
+              help="Search even if the model's checksum differs from the index's (experiments only).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+              help="Model variant (auto: int8 on CPU, fp16 on CUDA).")
+@device_option
+@batch_size_option
+@threads_option
+@click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+def link(input_path, index_dir, output, errors_path, top_k, min_score, strict, model, allow_model_mismatch,
+         precision, device, batch_size, threads, exact, quiet) -> None:
+    """Link the mentions of documents to Wikidata QIDs.
+
+    INPUT is mel documents JSON Lines (plain or zstd, detected by content; "-"
+    or nothing for stdin): {"id", "lang", "text", "mentions": [{"start",
+    "end"}]} with code-point offsets, or texts marking mentions inline as
+    [M]mention[M]. Every input field is kept; each mention gains qid, score
+    and candidates; a gold qid on input is kept as gold_qid.
+
+    Bad records are passed through with an "error" field (or to --errors),
+    counted and listed by line. Exit status: 0 all linked, 3 some records had
+    errors, 2 usage error, 1 fatal (index or model missing or corrupt).
+
+    \b
+    Example:
+      mel link corpus.jsonl --index idx/es -o linked.jsonl.zst
+      zstdcat docs.jsonl.zst | mel link - --index idx/es | zstd > out.jsonl.zst
+      mel link docs.jsonl --index idx/es --min-score 0.8 --top-k 5
+    """
+    from mel.linking import LinkOptions, run_link
+    from mel_cli.progress import link_progress
+    from mel_cli.reports import echo_err
+
+    options = LinkOptions(top_k=top_k, min_score=min_score, strict=strict)
+    with link_progress(enabled=not quiet) as progress:
+        stats = run_link(input_path, index_dir, output, errors_path=errors_path, options=options, model=model,
+                         device=device, precision=precision, threads=threads, batch_size=batch_size,
+                         exact=exact, allow_model_mismatch=allow_model_mismatch, announce=echo_err,
+                         progress=progress)
+    if stats.broken_pipe:
+        sys.exit(0)  # the reader went away (`mel link ... | head`): end quietly
+    if not quiet:
+        echo_err(stats.summary())
+        for line in stats.error_lines:
+            echo_err(f"  error: {line}")
+        if stats.errors > len(stats.error_lines):
+            echo_err(f"  … and {stats.errors - len(stats.error_lines):,} more")
+    if stats.errors:
+        sys.exit(3)
