@@ -1,0 +1,167 @@
+"""`mel index build | info | verify` over KB sources, with the tiny model (fast) and real ScaNN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexes.searcher import Index
+from mel.encoding import Encoder
+from mel.errors import InputError
+from mel.indexing import KBSelection, pending_entries, query_encoding
+from mel.mentions import MentionSpan
+from mel.models import ModelFolder
+from mel.retrieval import Retriever
+from mel_cli import main
+
+DATA = "tests/data"
+
+
+def build(*args):
+    return CliRunner().invoke(main, ["index", "build", *args])
+
+
+def test_damuel_and_jsonl_with_contexts_in_several_shards(tiny_model, tmp_path):
+    out = tmp_path / "idx"
+    result = build("--kb", f"{DATA}/damuel/es", "--kb", f"{DATA}/kb.jsonl", "--contexts", f"{DATA}/damuel/es",
+                   "--model", str(tiny_model), "-o", str(out), "--shard-size", "3", "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    # 5 DaMuEL entities + 5 KB lines as descriptions; 5 wiki-origin links as contexts.
+    assert counts["by_kind"] == {"description": 10, "context": 5}
+    assert counts["entries"] == 15 and len(manifest["shards"]) == 5
+    assert counts["by_kind_language"]["context"] == {"es": 5}
+    assert manifest["query_encoding"] == "context"
+    assert manifest["model"]["checksum"] == ModelFolder.open(tiny_model).manifest.checksum
+    assert "left out 1: link with origin 'damuel' (not selected)" in result.output
+    assert "15 entries of" in result.output
+
+
+def test_entries_of_one_qid_collapse_to_the_best(tiny_model, tmp_path):
+    out = tmp_path / "idx"
+    assert build("--kb", f"{DATA}/damuel/es", "--contexts", f"{DATA}/damuel/es", "--model", str(tiny_model),
+                 "-o", str(out), "--shard-size", "2", "-q").exit_code == 0
+    retriever = Retriever.open(out, model=str(tiny_model), precision="fp32")
+    index = retriever.index
+    # Query with the stored vector of a context entry of Q183 (Alemania, which has two contexts).
+    kinds = [index.entry(i).kind for i in range(len(index))]
+    qids = index.entry_qids(np.arange(len(index)))
+    context_rows = [i for i in range(len(index)) if kinds[i] == "context" and qids[i] == 183]
+    assert len(context_rows) == 2
+    result = index.search(index.vectors(np.array(context_rows[:1])), k=5, exact=True)
+    found = [q for q in result.qids[0] if q >= 0]
+    assert len(found) == len(set(found)) == 5  # one row per QID (Q183 has 3 entries: 2 contexts, 1 description)
+    assert list(result.scores[0]) == sorted(result.scores[0], reverse=True)
+    at = found.index(183)
+    assert result.entry_ids[0][at] == context_rows[0]  # the best of its entries: the query's own vector
+    assert np.isclose(result.scores[0][at], 1.0, atol=1e-5)
+
+
+def test_malformed_kb_is_reported_line_by_line(tiny_model, tmp_path):
+    kb = tmp_path / "bad.jsonl"
+    kb.write_text("\n".join([
+        '{"qid": "Q90", "lang": "en", "label": "Paris", "description": "capital of France"}',
+        '{"qid": "Q64", "lang": "en", "label": "Berlin"',
+        '{"lang": "en", "label": "no id", "description": "x"}',
+        '{"qid": "P31", "lang": "en", "label": "instance of", "description": "property"}',
+        '{"qid": "Q1", "lang": "en", "label": "", "description": ""}',
+        '{"qid": "Q2", "lang": "en", "label": "Earth", "description": "planet"}',
+    ]) + "\n")
+    result = build("--kb", str(kb), "--model", str(tiny_model), "-o", str(tmp_path / "idx"), "-q")
+    assert result.exit_code == 0, result.output
+    for line in (2, 3, 4, 5):
+        assert f"{kb}:{line}: " in result.output
+    assert "2 entries of 2 QIDs" in result.output
+
+    strict = build("--kb", str(kb), "--model", str(tiny_model), "-o", str(tmp_path / "idx2"), "-q", "--strict")
+    assert strict.exit_code == 1
+    assert f"mel: error: {kb}:2: " in strict.output
+    assert not (tmp_path / "idx2").exists()
+
+
+def test_label_kind_is_queried_with_strings_and_mixing_is_refused(tiny_model, tmp_path):
+    assert query_encoding(["label"]) == "string"
+    with pytest.raises(InputError, match="two indexes"):
+        query_encoding(["description", "label"])
+    entries = list(pending_entries(KBSelection(kb=[f"{DATA}/kb.jsonl"], kinds=("label",))))
+    assert [(e.qid, e.text) for e in entries if e.qid == "Q90"] == [("Q90", "Paris"), ("Q90", "City of Light")]
+    result = build("--kb", f"{DATA}/kb.jsonl", "--kinds", "label", "--model", str(tiny_model),
+                   "-o", str(tmp_path / "labels"), "-q")
+    assert result.exit_code == 0, result.output
+    retriever = Retriever.open(tmp_path / "labels", model=str(tiny_model), precision="fp32")
+    assert retriever.query_encoding == "string"
+    text = "we met in paris"
+    ids = retriever.query_ids([MentionSpan(text, 10, 15)])[0]
+    assert ids == Encoder(ModelFolder.open(tiny_model), precision="fp32").tokens.strings(["paris"])[0]
+    mixed = build("--kb", f"{DATA}/kb.jsonl", "--kinds", "description,label", "--model", str(tiny_model),
+                  "-o", str(tmp_path / "mixed"), "-q")
+    assert mixed.exit_code == 1 and "two indexes" in mixed.output
+
+
+def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
+    out = tmp_path / "idx"
+    assert build("--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(out), "--shard-size", "2",
+                 "-q").exit_code == 0
+    info = CliRunner().invoke(main, ["index", "info", str(out)])
+    assert info.exit_code == 0 and "description" in info.output and "shard-00002" in info.output
+    as_json = json.loads(CliRunner().invoke(main, ["index", "info", str(out), "--json"]).output)
+    assert as_json["entries"] == 5 and as_json["languages"] == {"de": 1, "en": 3, "ja": 1}
+    ok = CliRunner().invoke(main, ["index", "verify", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "matches" in ok.output and "OK" in ok.output
+    vectors = out / "shard-00001" / "scann" / "dataset.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-3] ^= 0x01
+    vectors.write_bytes(bytes(data))
+    bad = CliRunner().invoke(main, ["index", "verify", str(out)])
+    assert bad.exit_code == 1
+    assert f"{vectors}: checksum mismatch" in bad.output
+
+
+def test_a_different_model_is_refused_unless_allowed(tiny_model, tmp_path):
+    from tests.conftest import make_tiny_checkpoint
+    from exporters.model_folder import export_checkpoint
+
+    other = tmp_path / "other"
+    export_checkpoint(str(make_tiny_checkpoint(tmp_path / "ckpt", seed=7)), other, precisions=("fp32",))
+    out = tmp_path / "idx"
+    assert build("--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(out), "-q").exit_code == 0
+    with pytest.raises(Exception, match="allow-model-mismatch"):
+        Retriever.open(out, model=str(other))
+    assert Retriever.open(out, model=str(other), allow_model_mismatch=True).index.dim == 32
+    verify = CliRunner().invoke(main, ["index", "verify", str(out), "--model", str(other)])
+    assert verify.exit_code == 1 and "differs from the index" in verify.output
+
+
+def test_resume_continues_an_interrupted_build(tiny_model, tmp_path, monkeypatch):
+    import mel.indexing as indexing
+
+    out = tmp_path / "idx"
+    real = indexing.encode_entries
+    calls = {"n": 0}
+
+    def failing(encoder, entries):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(encoder, entries)
+
+    monkeypatch.setattr(indexing, "encode_entries", failing)
+    common = ["--kb", f"{DATA}/kb.jsonl", "--kb", f"{DATA}/damuel/es", "--model", str(tiny_model),
+              "--shard-size", "2", "--batch-size", "2", "-q"]
+    args = [*common, "-o", str(out)]
+    interrupted = build(*args)
+    assert interrupted.exit_code != 0 and not out.exists()
+    monkeypatch.setattr(indexing, "encode_entries", real)
+    resumed = build(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    fresh = tmp_path / "fresh"
+    assert build(*common, "-o", str(fresh)).exit_code == 0
+    a, b = Index(out), Index(fresh)
+    assert len(a) == len(b) == 10
+    assert np.allclose(a.vectors(np.arange(10)), b.vectors(np.arange(10)), atol=1e-6)
+    assert list(a.entry_qids(np.arange(10))) == list(b.entry_qids(np.arange(10)))
