@@ -136,13 +136,14 @@ def _make_variant(fp32_path: Path, precision: str, folder: Path) -> list[Path]:
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # Per-channel signed weights; embeddings (Gather) stay float for accuracy.
+        # Per-channel signed weights. Quantising the embedding table (Gather) too cuts the
+        # default model from 406 to 119 MB at the same accuracy (cosine to fp32 0.996 mean).
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # the quantiser logs advice about static pre-processing
         try:
             quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Attention"],
+                             op_types_to_quantize=["MatMul", "Attention", "Gather"],
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
             root.setLevel(level)

@@ -16,7 +16,7 @@ from mel_cli import main
 COUNTRIES = {
     "France": ["France", "Frankreich", "فرنسا", "フランス", "Francia", "Fransa", "Француска", "பிரான்ஸ்", "فرانسه"],
     "Germany": ["Germany", "Deutschland", "ألمانيا", "ドイツ", "Alemania", "Almanya", "Немачка", "ஜெர்மனி", "آلمان"],
-    "Japan": ["Japan", "Japan", "اليابان", "日本", "Japón", "Japonya", "Јапан", "சப்பான்", "ژاپن"],
+    "Japan": ["Japan", "Japan", "اليابان", "日本", "Japón", "Japonya", "Јапан", "ஜப்பான்", "ژاپن"],
     "Egypt": ["Egypt", "Ägypten", "مصر", "エジプト", "Egipto", "Mısır", "Египат", "எகிப்து", "مصر"],
 }
 
@@ -89,3 +89,12 @@ def test_embed_cli_writes_json_lines_and_npy(default_model, tmp_path):
     matrix = np.load(out)
     assert matrix.shape == (3, 384) and matrix.dtype == np.float32
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+
+
+def test_default_marker_takes_a_spare_row(default_model):
+    manifest = ModelFolder.open(default_model).manifest
+    # XLM-R's tokenizer has 250,002 tokens; the e5 matrix has 250,037 rows: [M] takes the first spare one.
+    assert manifest.marker_id == 250_002
+    assert manifest.config["vocab_size"] == 250_037
+    assert manifest.prefixes == {"mention": "query: ", "entity": "passage: "}
+    assert manifest.pooling == "mean" and manifest.precisions == ("fp32", "int8")
