@@ -5,7 +5,9 @@ Entry kinds ("views", DESIGN.md §2):
 - context: a training mention in its window with `[M]` markers, encoded exactly
   like a query mention (the thesis's "training contexts as KB");
 - label: an entity label or alias alone, encoded like a mention string (for the
-  labels and OLPEAT baselines, queried with the mention string only).
+  labels and OLPEAT baselines, queried with the mention string only); label
+  entries come from KB labels and aliases, or from an alias table's strings
+  (one entry per (alias, QID) pair, the alias's QIDs most linked first: OLPEAT).
 Description and context entries are queried with mentions in context; label
 entries with mention strings, so one index never mixes the two.
 """
@@ -48,6 +50,7 @@ class KBSelection:
 
     kb: Sequence[str] = ()
     contexts: Sequence[str] = ()
+    aliases: Sequence[str] = ()  # alias table folders (mel alias build): label entries
     kinds: Sequence[str] = ("description",)
     langs: Sequence[str] | None = None
     target_lang: str | None = None
@@ -73,7 +76,7 @@ def query_encoding(kinds: Sequence[str]) -> str:
 def pending_entries(selection: KBSelection) -> Iterator[PendingEntry]:
     """Every entry of the selection, in a fixed order (so a resumed build can skip ahead)."""
     langs = set(selection.langs) if selection.langs else None
-    if "description" in selection.kinds or "label" in selection.kinds:
+    if selection.kb and ("description" in selection.kinds or "label" in selection.kinds):
         for entity in read_kb(selection.kb, langs=langs, target_lang=selection.target_lang,
                               require_page=selection.require_page, limit=selection.limit,
                               report=selection.report):
@@ -83,6 +86,9 @@ def pending_entries(selection: KBSelection) -> Iterator[PendingEntry]:
                 for string in dict.fromkeys(s.strip() for s in (entity.label, *entity.aliases)):
                     if string:
                         yield PendingEntry("label", entity.qid, entity.lang, entity.label, string)
+    if "label" in selection.kinds:
+        for folder in selection.aliases:
+            yield from alias_entries(folder)
     if "context" in selection.kinds:
         per_qid: dict[str, int] = {}
         origins = None if selection.all_origins else WIKI_ORIGINS
@@ -98,8 +104,24 @@ def pending_entries(selection: KBSelection) -> Iterator[PendingEntry]:
                                span=MentionSpan(mention.text, mention.start, mention.end))
 
 
+def alias_entries(folder: str) -> Iterator[PendingEntry]:
+    """A label entry per (alias, QID) pair of an alias table, in table order.
+
+    The entries' language is the table's when it has one (an OLAT), else "mul".
+    """
+    from mel.aliases import AliasTable
+
+    table = AliasTable.open(folder)
+    langs = table.languages
+    lang = langs[0] if len(langs) == 1 else "mul"
+    for row in range(len(table)):
+        alias = table.alias(row)
+        for qid in table.qids_of(row).tolist():
+            yield PendingEntry("label", f"Q{qid}", lang, alias, alias)
+
+
 def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBatch:
-    """One batch of entries -> vectors, row for row."""
+    """One batch of entries -> vectors, row for row (identical inputs are encoded once)."""
     sequences: list[list[int] | None] = [None] * len(entries)
     by_kind: dict[str, list[int]] = {}
     for i, entry in enumerate(entries):
@@ -114,7 +136,11 @@ def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBa
             ids = tokens.mentions([entries[i].span for i in rows], role="mention")
         for i, seq in zip(rows, ids):
             sequences[i] = seq
-    vectors = encoder.encode_ids(sequences)
+    # An alias with several QIDs gives identical inputs: encode each distinct input once.
+    distinct: dict[tuple[int, ...], int] = {}
+    rows_of = [distinct.setdefault(tuple(seq), len(distinct)) for seq in sequences]
+    vectors = encoder.encode_ids([list(seq) for seq in distinct])[rows_of] if len(distinct) < len(sequences) \
+        else encoder.encode_ids(sequences)
     return EntryBatch(vectors=vectors, qids=[e.qid for e in entries], kinds=[e.kind for e in entries],
                       langs=[e.lang for e in entries], labels=[e.label for e in entries])
 
@@ -153,12 +179,18 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
     encoding = query_encoding(kinds)
     if "context" in kinds and not selection.contexts:
         raise InputError("--kinds context needs --contexts (DaMuEL parts or mel documents with gold qids)")
-    if ("description" in kinds or "label" in kinds) and not selection.kb:
-        raise InputError("--kb is required for description and label entries")
+    if "description" in kinds and not selection.kb:
+        raise InputError("--kb is required for description entries")
+    if "label" in kinds and not (selection.kb or selection.aliases):
+        raise InputError("label entries need --kb (entity labels and aliases) or --aliases (an alias table)")
+    if selection.aliases and "label" not in kinds:
+        raise InputError("--aliases gives label entries: use --kinds label")
+    alias_tables = [_alias_table_record(folder) for folder in selection.aliases]
     extra = {
         "model": model_record(encoder),
         "query_encoding": encoding,
-        "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.contexts]},
+        "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.contexts],
+                    "aliases": alias_tables},
         "selection": {"langs": list(selection.langs) if selection.langs else None,
                       "target_lang": selection.target_lang, "require_page": selection.require_page,
                       "limit": selection.limit, "contexts_per_qid": selection.contexts_per_qid,
@@ -175,6 +207,14 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
         shutil.rmtree(out, ignore_errors=True)
         raise InputError("no entries: every KB record was skipped or filtered out (see the report above)")
     return manifest
+
+
+def _alias_table_record(folder: str) -> dict:
+    from mel.aliases import AliasTable
+
+    table = AliasTable.open(folder)
+    return {"path": str(Path(folder).resolve()), "manifest_sha256": table.checksum,
+            "cased": table.cased, "languages": table.languages, "pairs": table.manifest["counts"]["pairs"]}
 
 
 def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | None = None,

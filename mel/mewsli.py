@@ -221,26 +221,59 @@ def iter_documents(
     by_doc: OrderedDict[str, list[MewsliMention]] = OrderedDict()
     for mention in read_mentions_tsv(folder / "mentions.tsv", lang, report):
         by_doc.setdefault(mention.docid, []).append(mention)
-    docs_path = folder / "docs.tsv"
-    docs = read_docs_tsv(docs_path, report) if docs_path.is_file() else {}
+    docs = _docs_of(folder, report)
     for docid, mentions in by_doc.items():
-        text, data, problem = _read_text(folder / "text", docid)
-        info = docs.get(docid, {})
-        if text is None:
-            checked = tuple(_with_problem(m, problem) for m in mentions)
-        else:
-            checked = tuple(_with_problem(m, _check_span(m, text)) for m in mentions)
-            expected_md5 = info.get("text_md5")
-            if check_md5 and expected_md5 and hashlib.md5(data).hexdigest() != expected_md5:
-                problem = "text differs from the one in docs.tsv (text_md5 mismatch)"
-        yield MewsliDocument(
-            lang=lang,
-            docid=docid,
-            text=text,
-            mentions=checked,
-            title=info.get("title"),
-            problem=problem,
-        )
+        yield _checked_document(folder, lang, docid, mentions, docs.get(docid, {}), check_md5)
+
+
+def iter_document_runs(
+    root: str | os.PathLike,
+    lang: str,
+    *,
+    report: SkipReport | None = None,
+    check_md5: bool = True,
+) -> Iterator[MewsliDocument]:
+    """Like `iter_documents`, but streaming: one document per run of
+    consecutive mentions.tsv rows with the same docid, so memory holds one
+    document whatever the file's size. Every mention comes exactly once; a
+    docid whose rows are not contiguous comes as several documents (its text
+    is read once per run). The dataset's files are grouped by docid."""
+    folder = Path(root) / lang
+    report = report if report is not None else SkipReport()
+    docs = _docs_of(folder, report)
+    run: list[MewsliMention] = []
+    for mention in read_mentions_tsv(folder / "mentions.tsv", lang, report):
+        if run and mention.docid != run[0].docid:
+            yield _checked_document(folder, lang, run[0].docid, run, docs.get(run[0].docid, {}), check_md5)
+            run = []
+        run.append(mention)
+    if run:
+        yield _checked_document(folder, lang, run[0].docid, run, docs.get(run[0].docid, {}), check_md5)
+
+
+def _docs_of(folder: Path, report: SkipReport) -> dict[str, dict[str, str]]:
+    docs_path = folder / "docs.tsv"
+    return read_docs_tsv(docs_path, report) if docs_path.is_file() else {}
+
+
+def _checked_document(folder: Path, lang: str, docid: str, mentions: Sequence[MewsliMention],
+                      info: dict[str, str], check_md5: bool) -> MewsliDocument:
+    text, data, problem = _read_text(folder / "text", docid)
+    if text is None:
+        checked = tuple(_with_problem(m, problem) for m in mentions)
+    else:
+        checked = tuple(_with_problem(m, _check_span(m, text)) for m in mentions)
+        expected_md5 = info.get("text_md5")
+        if check_md5 and expected_md5 and hashlib.md5(data).hexdigest() != expected_md5:
+            problem = "text differs from the one in docs.tsv (text_md5 mismatch)"
+    return MewsliDocument(
+        lang=lang,
+        docid=docid,
+        text=text,
+        mentions=checked,
+        title=info.get("title"),
+        problem=problem,
+    )
 
 
 def _with_problem(mention: MewsliMention, problem: str | None) -> MewsliMention:

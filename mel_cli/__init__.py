@@ -28,11 +28,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mel_cli import index, link, model
+    from mel_cli import alias, eval, index, link, model, train
 
     main.add_command(model.model)
     main.add_command(index.index)
     main.add_command(link.link)
+    main.add_command(alias.alias_group)
+    main.add_command(eval.eval_group)
+    main.add_command(train.train)
 
 
 _register()

@@ -38,9 +38,12 @@ def index() -> None:
 @click.option("--contexts", multiple=True, type=click.Path(exists=True),
               help="Training contexts as extra entries: DaMuEL parts (their wiki links) or mel documents "
                    "JSONL with gold qids; repeatable.")
+@click.option("--aliases", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Alias table (mel alias build) whose strings become label entries, one per (alias, QID) "
+                   "pair (the OLPEAT baseline; needs --kinds label); repeatable.")
 @click.option("--kinds", multiple=True, callback=_split,
               help="Entry kinds: description, context, label (comma-separated; default: description, plus "
-                   "context when --contexts is given).")
+                   "context when --contexts is given; label with --aliases alone).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
 @click.option("--langs", multiple=True, callback=_split, help="Only these languages (comma-separated).")
 @click.option("--target-lang", default=None,
@@ -69,7 +72,7 @@ def index() -> None:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed KB line instead of skipping it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def build_cmd(kb, contexts, kinds, output, langs, target_lang, require_page, limit, contexts_per_qid,
+def build_cmd(kb, contexts, aliases, kinds, output, langs, target_lang, require_page, limit, contexts_per_qid,
               all_origins, model, shard_size, num_leaves, leaves_to_search, reorder, exact, batch_size,
               precision, device, threads, resume, force, strict, quiet) -> None:
     """Encode a knowledge base into a sharded index.
@@ -84,6 +87,7 @@ def build_cmd(kb, contexts, kinds, output, langs, target_lang, require_page, lim
       mel index build --kb damuel/es --model models/lealla-small -o idx/es
       mel index build --kb kb.jsonl.zst --contexts train.jsonl -o idx/ctx --contexts-per-qid 10
       mel index build --kb kb.jsonl --kinds label -o idx/labels
+      mel index build --aliases aliases/es --kinds label -o idx/olpeat-es
     """
     from indexes.scann_settings import IndexSettings
     from mel.encoding import Encoder
@@ -92,11 +96,13 @@ def build_cmd(kb, contexts, kinds, output, langs, target_lang, require_page, lim
     from mel.streams import SkipReport
     from mel_cli.reports import echo_err, print_skip_report
 
+    if not kinds and aliases and not kb and not contexts:
+        kinds = ("label",)
     kinds = kinds or (("description", "context") if contexts else ("description",))
     report = SkipReport(strict=strict, max_examples=1000)
-    selection = KBSelection(kb=kb, contexts=contexts, kinds=kinds, langs=langs, target_lang=target_lang,
-                            require_page=require_page, limit=limit, contexts_per_qid=contexts_per_qid,
-                            all_origins=all_origins, report=report)
+    selection = KBSelection(kb=kb, contexts=contexts, aliases=aliases, kinds=kinds, langs=langs,
+                            target_lang=target_lang, require_page=require_page, limit=limit,
+                            contexts_per_qid=contexts_per_qid, all_origins=all_origins, report=report)
     encoder = Encoder(resolve_model(model, announce=echo_err), device=device, precision=precision,
                       threads=threads, batch_size=min(batch_size, 256))
     settings = IndexSettings(shard_size=shard_size, num_leaves=num_leaves, leaves_to_search=leaves_to_search,

@@ -1,0 +1,240 @@
+"""Ranking methods for evaluation: mentions in, the top-k distinct QIDs of each out.
+
+- biencoder / olpeat / labels: a Retriever (index + model). The index's
+  manifest says how queries are encoded: in context for description and
+  context indexes, the mention string alone for label indexes (OLPEAT: alias
+  strings; labels: entity labels).
+- alias: exact lookup in an alias table (QIDs by link count).
+- fuzzy: exact lookup, and for misses the nearest aliases by normalised Indel
+  distance (RapidFuzz `cdist`, all cores), their QIDs in alias order.
+
+A ranker works in two steps so that the cheap, GIL-bound part can run in a
+reader thread while the main thread encodes and searches: `prepare(spans)`
+(tokenise or normalise) and `rank(prepared, k)` -> (n, k) int64 QID numbers,
+best first, padded with -1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mel.aliases import AliasTable
+from mel.errors import InputError
+from mel.mentions import MentionSpan
+from mel.retrieval import Retriever
+
+METHODS = ("biencoder", "alias", "fuzzy", "olpeat", "labels")
+INDEX_METHODS = ("biencoder", "olpeat", "labels")
+ALIAS_METHODS = ("alias", "fuzzy")
+# Scores closer than this count as equal when OLPEAT breaks ties by entry order.
+_TIE = 1e-5
+
+
+def _mention_strings(spans: Sequence[MentionSpan]) -> list[str]:
+    return [s.text[s.start : s.end] for s in spans]
+
+
+@dataclass
+class RetrieverRanker:
+    """biencoder, olpeat, labels: encode as the index says, search, top-k distinct QIDs.
+
+    With `entry_order_ties` (OLPEAT), candidates whose scores tie are ordered
+    by their best entry's id: an alias table's QIDs are written most linked
+    first, so an alias shared by several entities ranks them by link count
+    (its entries have identical vectors, so their scores tie exactly).
+    """
+
+    retriever: Retriever
+    name: str = "biencoder"
+    entry_order_ties: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def prepare(self, spans: Sequence[MentionSpan]) -> list[list[int]]:
+        return self.retriever.query_ids(spans)
+
+    def rank(self, prepared: list[list[int]], k: int) -> np.ndarray:
+        if not prepared:
+            return np.empty((0, k), dtype=np.int64)
+        vectors = self.retriever.encoder.encode_ids(prepared)
+        result = self.retriever.search_vectors(vectors, k)
+        if not self.entry_order_ties:
+            return result.qids
+        return reorder_ties(result.qids, result.scores, result.entry_ids)
+
+    def in_kb(self, gold: np.ndarray) -> np.ndarray:
+        return self.retriever.index.contains(gold)
+
+    def describe(self) -> dict:
+        from mel.artifacts import sha256_file
+
+        index = self.retriever.index
+        encoder = self.retriever.encoder
+        manifest = index.manifest
+        return {
+            "index": {"path": str(index.folder), "manifest_sha256": sha256_file(index.folder / "manifest.json"),
+                      "entries": manifest.counts.entries, "qids": manifest.counts.qids,
+                      "kinds": list(manifest.counts.by_kind), "query_encoding": self.retriever.query_encoding,
+                      "sources": manifest.extra.get("sources"), "search": "exact" if index.exact else "scann"},
+            "model": {"checksum": encoder.checksum, "path": str(encoder.model.path),
+                      "source": encoder.manifest.source, "precision": encoder.precision, "device": encoder.device,
+                      "index_model_checksum": (manifest.model or {}).get("checksum")},
+            "tie_break": "best entry id (alias link count)" if self.entry_order_ties else "lower QID",
+        }
+
+
+def reorder_ties(qids: np.ndarray, scores: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
+    """Rows (sorted by score) with each run of tied scores re-sorted by entry id; padding stays last."""
+    n, k = qids.shape
+    if n == 0 or k < 2:
+        return qids
+    with np.errstate(invalid="ignore"):  # -inf - -inf in the padding
+        breaks = (scores[:, :-1].astype(np.float64) - scores[:, 1:]) > _TIE
+    group = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(breaks, axis=1)], axis=1)
+    group[qids < 0] = k  # padding after every real candidate
+    entries = np.where(qids >= 0, entry_ids, np.iinfo(np.int64).max)
+    rows = np.repeat(np.arange(n), k)
+    order = np.lexsort((entries.ravel(), group.ravel(), rows)).reshape(n, k) - (np.arange(n) * k)[:, None]
+    return np.take_along_axis(qids, order, axis=1)
+
+
+@dataclass
+class AliasRanker:
+    """Exact lookup of the normalised mention string; a miss has no candidates."""
+
+    table: AliasTable
+    name: str = "alias"
+    notes: list[str] = field(default_factory=list)
+    exact_matches: int = 0
+    queries: int = 0
+
+    def prepare(self, spans: Sequence[MentionSpan]) -> list[str]:
+        return [self.table.normalize(s) for s in _mention_strings(spans)]
+
+    def _exact(self, strings: Sequence[str], k: int) -> tuple[np.ndarray, list[int]]:
+        out = np.full((len(strings), k), -1, dtype=np.int64)
+        misses = []
+        for i, string in enumerate(strings):
+            row = self.table.find(string)
+            if row < 0:
+                misses.append(i)
+                continue
+            found = self.table.qids_of(row)[:k]
+            out[i, : len(found)] = found
+        self.queries += len(strings)
+        self.exact_matches += len(strings) - len(misses)
+        return out, misses
+
+    def rank(self, prepared: list[str], k: int) -> np.ndarray:
+        return self._exact(prepared, k)[0]
+
+    def in_kb(self, gold: np.ndarray) -> np.ndarray:
+        return self.table.contains(gold)
+
+    def describe(self) -> dict:
+        return {"aliases": self.table.describe(), "exact_matches": self.exact_matches, "queries": self.queries}
+
+
+@dataclass
+class FuzzyRanker(AliasRanker):
+    """Exact lookup; misses take the QIDs of the nearest aliases by normalised Indel distance.
+
+    Nearest aliases are ordered by distance, then by the alias's link count
+    (more linked first), then by the alias itself; their QIDs follow in that
+    order (each alias's by count), each QID once, until k distinct QIDs.
+    """
+
+    name: str = "fuzzy"
+    workers: int = -1
+    max_cells: int = 1 << 25  # distances held at once (float32): 128 MiB
+
+    def rank(self, prepared: list[str], k: int) -> np.ndarray:
+        out, misses = self._exact(prepared, k)
+        if not misses or len(self.table) == 0:
+            return out
+        from rapidfuzz import process
+        from rapidfuzz.distance import Indel
+
+        choices = self.table.strings()
+        totals = self.table.alias_totals()
+        step = max(1, self.max_cells // len(choices))
+        for lo in range(0, len(misses), step):
+            rows = misses[lo : lo + step]
+            distances = process.cdist([prepared[i] for i in rows], choices, scorer=Indel.normalized_distance,
+                                      dtype=np.float32, workers=self.workers)
+            for row, d in zip(rows, distances):
+                out[row] = self._nearest_qids(d, totals, k)
+        return out
+
+    def _nearest_qids(self, distances: np.ndarray, totals: np.ndarray, k: int) -> np.ndarray:
+        n = len(distances)
+        m = min(n, max(4 * k, 16))
+        while True:
+            top = np.argpartition(distances, m - 1)[:m] if m < n else np.arange(n)
+            order = top[np.lexsort((top, -totals[top], distances[top]))]
+            found: dict[int, None] = {}
+            for alias in order:
+                for qid in self.table.qids_of(int(alias)):
+                    found.setdefault(int(qid))
+                    if len(found) == k:
+                        break
+                if len(found) == k:
+                    break
+            # The m nearest may hold fewer than k distinct QIDs: widen, unless that was all.
+            if len(found) == k or m == n:
+                row = np.full(k, -1, dtype=np.int64)
+                row[: len(found)] = list(found)
+                return row
+            m = min(n, 4 * m)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "distance": "rapidfuzz Indel.normalized_distance", "workers": self.workers}
+
+
+def open_ranker(method: str, *, index: str | None = None, aliases: str | None = None, model: str | None = None,
+                device: str = "auto", precision: str = "auto", threads: int | None = None, batch_size: int = 64,
+                exact: bool = False, allow_model_mismatch: bool = False,
+                announce: Callable[[str], None] | None = None):
+    """The ranker for `--method`, with the checks that keep a method honest."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if method in ALIAS_METHODS:
+        if aliases is None:
+            raise InputError(f"--method {method} needs --aliases (an alias table from `mel alias build`)")
+        if index is not None:
+            raise InputError(f"--method {method} looks mentions up in --aliases; --index is for "
+                             f"{', '.join(INDEX_METHODS)}")
+        table = AliasTable.open(aliases)
+        if method == "alias":
+            return AliasRanker(table)
+        return FuzzyRanker(table, workers=threads or -1)
+    if index is None:
+        raise InputError(f"--method {method} needs --index")
+    if aliases is not None:
+        raise InputError(f"--aliases is for --method {' or '.join(ALIAS_METHODS)}; --method {method} searches --index")
+    retriever = Retriever.open(index, model=model, device=device, precision=precision, threads=threads,
+                               batch_size=batch_size, exact=exact, allow_model_mismatch=allow_model_mismatch,
+                               announce=announce)
+    encoding = retriever.query_encoding
+    sources = retriever.index.manifest.extra.get("sources") or {}
+    from_aliases = bool(sources.get("aliases"))
+    notes = []
+    if method in ("olpeat", "labels") and encoding != "string":
+        raise InputError(
+            f"--method {method} queries with the mention string alone, but {index} is queried with mentions "
+            f"in context (query encoding {encoding!r}); build a label index: "
+            + ("`mel index build --aliases ALIASES --kinds label`" if method == "olpeat"
+               else "`mel index build --kb KB --kinds label`"))
+    if method == "biencoder" and encoding == "string":
+        notes.append(f"{index} is a label index: mentions are queried by their string alone, without context "
+                     f"({'OLPEAT' if from_aliases else 'labels'} baseline)")
+    if method == "olpeat" and not from_aliases:
+        notes.append(f"{index} was not built from an alias table (mel index build --aliases): "
+                     "this measures entity labels, not OLPEAT")
+    if method in ("olpeat", "biencoder") and any(not t.get("cased", True) for t in sources.get("aliases") or []):
+        notes.append(f"{index} embeds an uncased alias table: its strings are lower-case, mention strings are not")
+    if method == "labels" and from_aliases:
+        notes.append(f"{index} was built from an alias table: this measures OLPEAT, not entity labels")
+    return RetrieverRanker(retriever, name=method, entry_order_ties=method == "olpeat", notes=notes)

@@ -1,0 +1,141 @@
+"""`mel alias`: build, describe and query alias tables (the thesis's alias-table baselines)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _split(ctx, param, values):
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return tuple(out) or None
+
+
+@click.group("alias")
+def alias_group() -> None:
+    """Alias tables: training-link strings and the QIDs they point to, by count.
+
+    An alias table (format mel.aliases.v1) counts the mention strings of
+    training links per (alias, QID) and keeps each alias's top-K QIDs by
+    count. It is a folder with a manifest (sources with sha256, settings,
+    counts, tool versions, command) and plain .npy/UTF-8 files; `mel eval
+    --method alias|fuzzy --aliases DIR` evaluates it, and `mel index build
+    --aliases DIR --kinds label` embeds its strings (OLPEAT).
+
+    \b
+    Example:
+      mel alias build --kb damuel/es --kb damuel/de -o aliases/es-de
+      mel alias info aliases/es-de
+      mel alias lookup aliases/es-de "Granada"
+    """
+
+
+@alias_group.command("build")
+@click.option("--kb", "sources", multiple=True, required=True, type=click.Path(exists=True, allow_dash=True),
+              help="DaMuEL language part (or a folder of parts; their wiki-origin links), or mel documents "
+                   "JSONL whose mentions carry gold qids; repeatable. One language part gives a one-language "
+                   "table (OLAT).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Alias table folder to write.")
+@click.option("--uncased", is_flag=True, help="Lower-case aliases (and lookups); default: cased, as in the thesis.")
+@click.option("--all-origins", is_flag=True, help="Count every DaMuEL link, not only those placed by Wikipedia "
+                                                  "editors (origin \"wiki\").")
+@click.option("--top-k", type=click.IntRange(1), default=100, show_default=True,
+              help="QIDs kept per alias (the most linked).")
+@click.option("--langs", multiple=True, callback=_split,
+              help="Only these languages, from folders of DaMuEL parts or from documents' \"lang\" (comma-separated).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--strict", is_flag=True, help="Stop at the first malformed source line instead of skipping it.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict, quiet) -> None:
+    """Count training links per (alias, QID) into an alias table.
+
+    Sources are streamed and counted in bounded memory (sorted runs spilled
+    to disk and merged), so a table of all of DaMuEL builds on a laptop. The
+    table is written under a temporary name and renamed when complete.
+    Malformed lines are counted, reported with file and line, and skipped.
+
+    \b
+    Example:
+      mel alias build --kb damuel/es -o aliases/es                 # OLAT (Spanish)
+      mel alias build --kb damuel --langs es,de,en -o aliases/es-de-en
+      mel alias build --kb damuel/es --uncased --top-k 10 -o aliases/es-uncased
+      mel alias build --kb train.jsonl -o aliases/train            # gold mentions of mel documents
+    """
+    from mel.aliases import AliasSettings, build_alias_table
+    from mel.streams import SkipReport
+    from mel_cli.reports import echo_err, print_skip_report
+
+    report = SkipReport(strict=strict, max_examples=20)
+    settings = AliasSettings(cased=not uncased, all_origins=all_origins, top_k=top_k, langs=langs)
+    show = None
+    if not quiet and sys.stderr.isatty():
+        def show(count: int) -> None:
+            click.echo(f"\r{count:,} mentions read", err=True, nl=False)
+    manifest = build_alias_table(output, sources, settings, report=report, force=force, progress=show)
+    if show is not None:
+        click.echo("", err=True)
+    if not quiet:
+        print_skip_report(report)
+        counts = manifest["counts"]
+        echo_err(f"{output}: {counts['aliases']:,} aliases, {counts['pairs']:,} (alias, QID) pairs, "
+                 f"{counts['qids']:,} QIDs from {counts['mentions']:,} mentions "
+                 f"({', '.join(manifest['languages'])})")
+
+
+@alias_group.command("info")
+@click.argument("table_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def info_cmd(table_dir: str, as_json: bool) -> None:
+    """Describe an alias table: sources, settings, counts.
+
+    \b
+    Example:
+      mel alias info aliases/es
+      mel alias info aliases/es --json | jq .counts
+    """
+    from mel.aliases import AliasTable
+    from mel_cli.reports import print_mapping
+
+    table = AliasTable.open(table_dir)
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(table.manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    manifest = table.manifest
+    sources = [s["path"] + (f" ({s['lang']})" if s.get("lang") else "") for s in manifest["sources"]]
+    print_mapping(f"Alias table {table_dir}", {
+        "format": manifest["format"],
+        "sources": ", ".join(sources),
+        "languages": ", ".join(manifest["languages"]),
+        "settings": manifest["settings"],
+        "aliases": f"{manifest['counts']['aliases']:,}",
+        "(alias, QID) pairs": f"{manifest['counts']['pairs']:,} (of {manifest['counts']['pairs_before_top_k']:,})",
+        "QIDs": f"{manifest['counts']['qids']:,}",
+        "mentions counted": f"{manifest['counts']['mentions']:,}",
+        "created": f"{manifest['created']} by `{manifest['command']}`",
+    })
+
+
+@alias_group.command("lookup")
+@click.argument("table_dir", type=click.Path())
+@click.argument("strings", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(1), default=10, show_default=True, help="QIDs shown per string.")
+def lookup_cmd(table_dir: str, strings: tuple[str, ...], top_k: int) -> None:
+    """Look mention strings up exactly: their QIDs, most linked first, as JSON lines.
+
+    \b
+    Example:
+      mel alias lookup aliases/es Granada "Ciudad de México"
+    """
+    import orjson
+
+    from mel.aliases import AliasTable
+
+    table = AliasTable.open(table_dir)
+    for string in strings:
+        found = table.lookup(string)[:top_k]
+        record = {"alias": string, "normalized": table.normalize(string),
+                  "candidates": [{"qid": qid, "count": count} for qid, count in found]}
+        sys.stdout.buffer.write(orjson.dumps(record) + b"\n")

@@ -1,0 +1,270 @@
+"""`mel eval`: recall@K on Mewsli-9 and on mel documents with gold QIDs."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+import click
+
+from mel_cli.options import device_option, model_option
+
+METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
+               "(mel index build --aliases A --kinds label); labels: a label index of entity labels "
+               "(mel index build --kb KB --kinds label); alias: exact lookup in --aliases; fuzzy: exact lookup, "
+               "then the nearest aliases by normalised Indel distance.")
+
+
+def _ks(ctx, param, value: str):
+    try:
+        ks = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give positive integers separated by commas, e.g. 1,10,100") from None
+    if not ks or ks[0] < 1:
+        raise click.BadParameter(f"{value!r}: give positive integers separated by commas, e.g. 1,10,100")
+    return tuple(ks)
+
+
+def _langs(ctx, param, values):
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return tuple(out) or None
+
+
+def eval_options(function):
+    """Options shared by `mel eval mewsli9` and `mel eval jsonl`."""
+    options = [
+        click.option("--index", "index_dir", type=click.Path(), default=None,
+                     help="Index folder (mel index build) for --method biencoder, olpeat and labels."),
+        click.option("--aliases", "aliases_dir", type=click.Path(), default=None,
+                     help="Alias table folder (mel alias build) for --method alias and fuzzy."),
+        click.option("--method", type=click.Choice(["biencoder", "alias", "fuzzy", "olpeat", "labels"]),
+                     default="biencoder", show_default=True, help=METHOD_HELP),
+        click.option("--langs", multiple=True, callback=_langs,
+                     help="Only these languages (comma-separated; default: all there are)."),
+        click.option("--k", "ks", default="1,10,100", show_default=True, callback=_ks,
+                     help="Cut-offs K of recall@K, comma-separated."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                     help="Write the JSON report here (atomically)."),
+        model_option,
+        click.option("--allow-model-mismatch", is_flag=True,
+                     help="Search even if the model's checksum differs from the index's (experiments only)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
+                     show_default=True, help="Model variant (auto: int8 on CPU, fp16 on CUDA)."),
+        device_option,
+        click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
+                     help="Mentions per encoder call."),
+        click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                     help="CPU threads for the encoder, and for --method fuzzy's string distances "
+                          "(default: all cores this process may use)."),
+        click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress; only the table (and errors)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure recall@K: on Mewsli-9, or on your own documents with gold QIDs.
+
+    R@K is the share of mentions whose gold QID is among the top K distinct
+    QIDs, per language, micro- and macro-averaged, by Mewsli-9 frequency bin
+    and by qid_in_refs; the upper bound is the share of mentions whose gold
+    QID is in the index (or alias table) at all. The thesis baselines are
+    methods: alias table, string similarity (fuzzy), OLPEAT and labels.
+
+    \b
+    Example:
+      mel eval mewsli9 mewsli-9/output/dataset --index idx/es --langs es
+      mel eval mewsli9 mewsli-9/output/dataset --method alias --aliases aliases/es
+      mel eval jsonl dev.jsonl --index idx/es --report dev-report.json
+    """
+
+
+def _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
+          allow_model_mismatch):
+    from mel.rankers import open_ranker
+    from mel_cli.reports import echo_err
+
+    ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, model=model, device=device,
+                         precision=precision, threads=threads, batch_size=batch_size, exact=exact,
+                         allow_model_mismatch=allow_model_mismatch, announce=echo_err)
+    for note in ranker.notes:
+        echo_err(f"mel: note: {note}")
+    return ranker
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("evaluating")
+
+        def update(done: int, lang: str) -> None:
+            rate = done / max(1e-9, time.perf_counter() - started)
+            bar.update(task, description=f"{done:,} mentions ({rate:,.0f}/s), now {lang}")
+
+        yield update
+
+
+def _finish(report: dict, report_path: str | None, quiet: bool) -> None:
+    from mel.artifacts import write_json
+    from mel_cli.reports import echo_err
+
+    print_eval_report(report)
+    for note in report["notes"]:
+        echo_err(f"mel: note: {note}")
+    unlinkable = report["unlinkable_mentions"]
+    for example in unlinkable["examples"] if unlinkable["count"] and not quiet else []:
+        echo_err(f"  unlinkable: {example}")
+    source = report["source"]
+    if source["text_md5_mismatches"]:
+        echo_err(f"mel: note: {source['text_md5_mismatches']} text file(s) differ from docs.tsv's text_md5 "
+                 "(their mentions were still checked one by one)")
+    for line in _skip_lines(source):
+        echo_err(line)
+    if report_path:
+        write_json(report_path, report)
+        if not quiet:
+            echo_err(f"report written to {report_path}")
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def print_eval_report(report: dict) -> None:
+    """The results as rich tables on stdout: per language, then by frequency bin and by qid_in_refs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    ks = report["parameters"]["ks"]
+    upper = report["upper_bound"]
+    where = report.get("index", {}).get("path") or report.get("aliases", {}).get("path")
+    table = Table(title=f"{report['method']} on {report['dataset']['path']} ({where}): recall@K, %",
+                  title_justify="left")
+    table.add_column("language")
+    table.add_column("mentions", justify="right")
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    table.add_column("upper bound", justify="right")
+    for lang, row in report["results"].items():
+        shown = f"{row['mentions']:,}" if lang != "macro" else f"{row['languages']} lang."
+        style = "bold" if lang in ("micro", "macro") else None
+        table.add_row(lang, shown, *(_percent(row[f"R@{k}"]) for k in ks),
+                      _percent(upper[lang]["share"]) if lang in upper else "", style=style)
+    console.print(table)
+    for title, split, labels in (("frequency bin", "by_freq_bin", report.get("freq_bins", {})),
+                                 ("qid_in_refs", "by_qid_in_refs", {})):
+        if not report[split]:
+            continue
+        table = Table(title=f"By {title} (micro over languages), %", title_justify="left")
+        table.add_column(title)
+        table.add_column("mentions", justify="right")
+        for k in ks:
+            table.add_column(f"R@{k}", justify="right")
+        for value, rows in report[split].items():
+            micro = rows["micro"]
+            label = f"{value}: {labels[value]}" if value in labels else value
+            table.add_row(label, f"{micro['mentions']:,}", *(_percent(micro[f"R@{k}"]) for k in ks))
+        console.print(table)
+    unlinkable = report["unlinkable_mentions"]
+    if unlinkable["count"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in unlinkable["by_kind"].items())
+        console.print(f"unlinkable mentions: {unlinkable['count']:,} ({kinds}); {unlinkable['treatment']}")
+    timing = report["timing"]
+    console.print(f"{timing['mentions']:,} mentions in {timing['seconds']:.1f}s "
+                  f"({timing['mentions_per_s'] or 0:,.0f} mentions/s)")
+
+
+def _skip_lines(source: dict) -> list[str]:
+    out = [f"skipped {n} record(s): {reason}" for reason, n in source["skipped"].items()]
+    out += [f"  e.g. {example}" for example in source["examples"]]
+    out += [f"left out {n}: {reason}" for reason, n in source["filtered"].items()]
+    return out
+
+
+def _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch, **more):
+    params = {"method": method, "ks": list(ks), "langs": list(langs) if langs else None, **more}
+    if method in ("biencoder", "olpeat", "labels"):
+        params.update(model_option=model, precision=precision, device=device, batch_size=batch_size,
+                      exact_search=exact, allow_model_mismatch=allow_model_mismatch)
+    return params
+
+
+@eval_group.command("mewsli9")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@eval_options
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out mentions whose text file is missing or whose span does not match the text "
+                   "(default: count them as misses).")
+@click.option("--no-check-md5", is_flag=True, help="Do not compare each text with docs.tsv's text_md5.")
+def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path, model, allow_model_mismatch,
+                precision, device, batch_size, threads, exact, quiet, skip_bad, no_check_md5) -> None:
+    """Recall@K on a Mewsli-9 dataset folder (or one language folder of it).
+
+    DATASET is the output/dataset folder made by Mewsli-9's get-mewsli-9.sh:
+    <lang>/mentions.tsv, <lang>/docs.tsv, <lang>/text/<docid>. Every mention
+    is linked in its context from the article text (or by its string, for
+    label indexes and alias tables). Documents are streamed, so memory does not
+    grow with the dataset.
+
+    \b
+    Example:
+      mel eval mewsli9 mewsli-9/output/dataset --index idx/es --langs es --report es.json
+      mel eval mewsli9 mewsli-9/output/dataset --method fuzzy --aliases aliases/all
+      mel eval mewsli9 mewsli-9/output/dataset/es --method olpeat --index idx/olpeat-es
+    """
+    from mel.evaluation import run_mewsli_eval
+    from mel.streams import SkipReport
+
+    ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
+                   allow_model_mismatch)
+    parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch,
+                             skip_bad=skip_bad, check_md5=not no_check_md5)
+    with _progress(not quiet) as progress:
+        report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
+                                 check_md5=not no_check_md5, parameters=parameters,
+                                 report=SkipReport(max_examples=10), progress=progress)
+    _finish(report, report_path, quiet)
+
+
+@eval_group.command("jsonl")
+@click.argument("input_path", metavar="FILE")
+@eval_options
+def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path, model, allow_model_mismatch,
+              precision, device, batch_size, threads, exact, quiet) -> None:
+    """Recall@K on mel documents JSON Lines whose mentions carry a gold "qid".
+
+    FILE is mel documents (plain or compressed, "-" for stdin):
+    {"id", "lang", "text", "mentions": [{"start", "end", "qid"}]}. Results are
+    per "lang" field ("und" when missing); a mention may also carry
+    "freq_bin" (an integer) and "qid_in_refs" (true/false) for the splits.
+    Mentions without a gold qid are counted and left out; malformed records
+    are reported with their line and skipped.
+
+    \b
+    Example:
+      mel eval jsonl dev.jsonl --index idx/es
+      zstdcat held-out.jsonl.zst | mel eval jsonl - --method alias --aliases aliases/es --k 1,5
+    """
+    from mel.evaluation import run_jsonl_eval
+    from mel.streams import SkipReport
+
+    ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
+                   allow_model_mismatch)
+    parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch)
+    with _progress(not quiet) as progress:
+        report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
+                                report=SkipReport(max_examples=10), progress=progress)
+    _finish(report, report_path, quiet)
