@@ -24,13 +24,20 @@ def _commands(command: click.Command, path: tuple[str, ...]):
 
 
 def help_text(command: click.Command, path: tuple[str, ...]) -> str:
-    """The --help output, rendered at a fixed width so it is the same on every terminal."""
-    parent = None
-    for depth in range(1, len(path) + 1):
-        parent = click.Context(command if depth == len(path) else click.Group(path[depth - 1]),
-                               info_name=path[depth - 1], parent=parent, terminal_width=_WIDTH,
-                               max_content_width=_WIDTH)
-    return command.get_help(parent)
+    """The --help output, rendered at a fixed width so it is the same on every terminal.
+
+    Contexts are built from the real command chain with the root's context settings
+    (e.g. `-h` as a help option), as `mel ... --help` itself would.
+    """
+    from mel_cli import main as root
+
+    settings = dict(root.context_settings, terminal_width=_WIDTH, max_content_width=_WIDTH)
+    ctx = click.Context(root, info_name=path[0], **settings)
+    for name in path[1:]:
+        ctx = click.Context(ctx.command.get_command(ctx, name), info_name=name, parent=ctx,
+                            terminal_width=_WIDTH, max_content_width=_WIDTH)
+    assert ctx.command is command
+    return command.get_help(ctx)
 
 
 def _roff_escape(line: str) -> str:
