@@ -83,3 +83,15 @@ def exact_top_k(vectors: np.ndarray, qids: np.ndarray, queries: np.ndarray, k: i
     best = np.maximum.reduceat(scores[:, order], starts, axis=1)
     top = np.argsort(-best, axis=1, kind="stable")[:, :k]
     return unique[top], np.take_along_axis(best, top, axis=1)
+
+
+def assert_same_top_k(qids: np.ndarray, scores: np.ndarray, vectors, entry_qids, queries, atol: float = 1e-5) -> None:
+    """Equal to the oracle, except that (near-)tied QIDs may trade places."""
+    k = qids.shape[1]
+    oracle_qids, oracle_scores = exact_top_k(vectors, entry_qids, queries, k + 5)
+    np.testing.assert_allclose(scores, oracle_scores[:, :k], atol=atol)
+    for row in range(len(qids)):
+        for position in np.flatnonzero(qids[row] != oracle_qids[row, :k]):
+            tied = np.abs(oracle_scores[row] - oracle_scores[row, position]) <= atol
+            assert qids[row, position] in oracle_qids[row, tied], (row, position)
+
