@@ -59,7 +59,7 @@ def index() -> None:
 @click.option("--num-leaves", type=click.IntRange(1), default=None,
               help="Tree leaves per large shard (default ≈ √entries).")
 @click.option("--leaves-to-search", type=click.IntRange(1), default=None,
-              help="Leaves searched per query (default: leaves / 20).")
+              help="Leaves searched per query (default: a tenth of the leaves).")
 @click.option("--reorder", type=click.IntRange(1), default=100, show_default=True,
               help="Candidates rescored exactly after asymmetric hashing.")
 @click.option("--exact", is_flag=True, help="Build no ScaNN searchers: search exactly with NumPy (small indexes).")
