@@ -36,6 +36,16 @@ def _register() -> None:
     main.add_command(alias.alias_group)
     main.add_command(eval.eval_group)
     main.add_command(train.train)
+    _same_help_options(main)
+
+
+def _same_help_options(command: click.Command) -> None:
+    """`-h` works on every command, also when one is invoked on its own (tests, man pages):
+    click caches a command's help option, so it must not depend on the parent."""
+    command.context_settings.setdefault("help_option_names", ["-h", "--help"])
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _same_help_options(sub)
 
 
 _register()
