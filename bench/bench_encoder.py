@@ -60,12 +60,8 @@ def torch_encoder(weights, threads: int, batch_size: int):
     import transformers
 
     torch.set_num_threads(threads)
-    c = weights.config
-    model = transformers.BertModel(transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps), add_pooling_layer=False).eval()
+    model = transformers.BertModel(transformers.BertConfig(**weights.config.to_hf()),
+                                   add_pooling_layer=False).eval()
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.arrays.items()})
 
     def encode(inputs):

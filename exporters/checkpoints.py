@@ -50,6 +50,27 @@ class BertConfig:
     def from_json(cls, data: dict) -> "BertConfig":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
+    def to_hf(self) -> dict:
+        """config.json for transformers' BertModel; the inverse of `from_hf`."""
+        xlmr = self.model_type == "xlm-roberta"
+        return {
+            "architectures": ["XLMRobertaModel" if xlmr else "BertModel"],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02,
+            "pad_token_id": self.position_offset - 1 if xlmr else 0,
+        }
+
     @classmethod
     def from_hf(cls, data: dict, source: str) -> "BertConfig":
         model_type = data.get("model_type", "bert")

@@ -84,7 +84,7 @@ def write_json(path: str | os.PathLike, data: object) -> None:
         tmp.write_bytes(payload + b"\n")
 
 
-def _umask() -> int:
+def current_umask() -> int:
     # mkstemp/mkdtemp create private (0600/0700) entries; finished artifacts get the usual modes.
     mask = os.umask(0)
     os.umask(mask)
@@ -101,7 +101,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -121,7 +121,7 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -119,11 +119,6 @@ class Encoder:
     def encode_texts(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
         return self.encode_ids(self.tokens.texts(texts, role))
 
-    def describe(self) -> str:
-        return (f"{self.model.path} ({self.manifest.architecture}, dim {self.dim}, {self.precision}, "
-                f"{self.device}, {self.session.get_session_options().intra_op_num_threads} threads)")
-
-
 
 def embed_lines(model: str, stream, output: str | None, *, role: str | None, precision: str = "auto",
                 device: str = "auto", threads: int | None = None, out=None) -> int:

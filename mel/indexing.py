@@ -227,7 +227,7 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
     from mel.models import ModelFolder, resolve_model
 
     report = verify(folder, sample=sample, min_recall=min_recall)
-    recorded = (report.model_checksum, None)
+    recorded = report.model_checksum
     try:
         if model is not None:
             found = resolve_model(model)
@@ -238,10 +238,10 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
             found = ModelFolder.open(path) if path and Path(path).is_dir() else None
     except ModelError:
         found = None
-    if found is None or recorded[0] is None:
+    if found is None or recorded is None:
         return report
-    matches = found.manifest.checksum == recorded[0]
+    matches = found.manifest.checksum == recorded
     problems = report.problems if matches else report.problems + (
         f"{found.path}: model sha256 {found.manifest.checksum[:12]}… differs from the index's "
-        f"{recorded[0][:12]}…",)
+        f"{recorded[:12]}…",)
     return dataclasses.replace(report, model_ok=matches, problems=problems)

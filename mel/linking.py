@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
-
 from indexes.store import qid_to_str
 from mel.documents import BadRecord, output_record, read_documents
 from mel.errors import InputError

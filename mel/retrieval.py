@@ -26,10 +26,6 @@ class ModelMismatchError(MelError):
     pass
 
 
-def open_index(path: str | Path, *, exact: bool = False, threads: int | None = None) -> Index:
-    return Index(path, exact=True if exact else None, threads=threads)
-
-
 def model_for_index(index: Index, model: str | None, announce: Callable[[str], None] | None = None) -> ModelFolder:
     """The model named by --model, else the one recorded in the index manifest, else the default."""
     if model is not None:
@@ -67,7 +63,7 @@ class Retriever:
     def open(cls, index_path: str | Path, *, model: str | None = None, device: str = "auto",
              precision: str = "auto", threads: int | None = None, batch_size: int = 64, exact: bool = False,
              allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> "Retriever":
-        index = open_index(index_path, exact=exact, threads=threads)
+        index = Index(index_path, exact=True if exact else None, threads=threads)
         encoder = Encoder(model_for_index(index, model, announce), device=device, precision=precision,
                           threads=threads, batch_size=batch_size)
         check_model(index, encoder, allow_model_mismatch)

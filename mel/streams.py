@@ -27,6 +27,7 @@ from typing import BinaryIO, Iterator, Mapping
 import orjson
 import zstandard
 
+from mel.artifacts import current_umask
 from mel.errors import InputError
 
 STDIO = "-"
@@ -311,12 +312,6 @@ def _compression_for_name(path: str | os.PathLike) -> str | None:
     return {".zst": "zstd", ".xz": "xz", ".gz": "gzip"}.get(suffix)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class JsonlWriter:
     """Writes JSON Lines to a file (atomically) or to stdout ("-").
 
@@ -350,7 +345,7 @@ class JsonlWriter:
                 prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
             )
             self._tmp = Path(tmp_name)
-            os.chmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; act like open()
+            os.chmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; act like open()
             self._raw = os.fdopen(fd, "wb", buffering=_CHUNK)
         self._stream: BinaryIO = self._compressor(compression, level)
 

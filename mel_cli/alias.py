@@ -6,10 +6,7 @@ import sys
 
 import click
 
-
-def _split(ctx, param, values):
-    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return tuple(out) or None
+from mel_cli.options import split_commas
 
 
 @click.group("alias")
@@ -42,7 +39,7 @@ def alias_group() -> None:
                                                   "editors (origin \"wiki\").")
 @click.option("--top-k", type=click.IntRange(1), default=100, show_default=True,
               help="QIDs kept per alias (the most linked).")
-@click.option("--langs", multiple=True, callback=_split,
+@click.option("--langs", multiple=True, callback=split_commas,
               help="Only these languages, from folders of DaMuEL parts or from documents' \"lang\" (comma-separated).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed source line instead of skipping it.")
@@ -64,17 +61,15 @@ def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict
     """
     from mel.aliases import AliasSettings, build_alias_table
     from mel.streams import SkipReport
+    from mel_cli.progress import spinner
     from mel_cli.reports import echo_err, print_skip_report
 
     report = SkipReport(strict=strict, max_examples=20)
     settings = AliasSettings(cased=not uncased, all_origins=all_origins, top_k=top_k, langs=langs)
-    show = None
-    if not quiet and sys.stderr.isatty():
-        def show(count: int) -> None:
-            click.echo(f"\r{count:,} mentions read", err=True, nl=False)
-    manifest = build_alias_table(output, sources, settings, report=report, force=force, progress=show)
-    if show is not None:
-        click.echo("", err=True)
+    with spinner("counting", enabled=not quiet) as show:
+        progress = None if show is None else \
+            (lambda count: show(lambda elapsed: f"{count:,} mentions read ({count / elapsed:,.0f}/s)"))
+        manifest = build_alias_table(output, sources, settings, report=report, force=force, progress=progress)
     if not quiet:
         print_skip_report(report)
         counts = manifest["counts"]
@@ -95,13 +90,11 @@ def info_cmd(table_dir: str, as_json: bool) -> None:
       mel alias info aliases/es --json | jq .counts
     """
     from mel.aliases import AliasTable
-    from mel_cli.reports import print_mapping
+    from mel_cli.reports import print_json, print_mapping
 
     table = AliasTable.open(table_dir)
     if as_json:
-        import orjson
-
-        sys.stdout.buffer.write(orjson.dumps(table.manifest, option=orjson.OPT_INDENT_2) + b"\n")
+        print_json(table.manifest)
         return
     manifest = table.manifest
     sources = [s["path"] + (f" ({s['lang']})" if s.get("lang") else "") for s in manifest["sources"]]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import time
-
 import click
 
-from mel_cli.options import device_option, model_option
+from mel_cli.options import device_option, model_option, split_commas
 
 METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
                "(mel index build --aliases A --kinds label); labels: a label index of entity labels "
@@ -26,11 +22,6 @@ def _ks(ctx, param, value: str):
     return tuple(ks)
 
 
-def _langs(ctx, param, values):
-    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return tuple(out) or None
-
-
 def eval_options(function):
     """Options shared by `mel eval mewsli9` and `mel eval jsonl`."""
     options = [
@@ -40,7 +31,7 @@ def eval_options(function):
                      help="Alias table folder (mel alias build) for --method alias and fuzzy."),
         click.option("--method", type=click.Choice(["biencoder", "alias", "fuzzy", "olpeat", "labels"]),
                      default="biencoder", show_default=True, help=METHOD_HELP),
-        click.option("--langs", multiple=True, callback=_langs,
+        click.option("--langs", multiple=True, callback=split_commas,
                      help="Only these languages (comma-separated; default: all there are)."),
         click.option("--k", "ks", default="1,10,100", show_default=True, callback=_ks,
                      help="Cut-offs K of recall@K, comma-separated."),
@@ -94,26 +85,6 @@ def _open(method, index_dir, aliases_dir, model, device, precision, threads, bat
     for note in ranker.notes:
         echo_err(f"mel: note: {note}")
     return ranker
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("evaluating")
-
-        def update(done: int, lang: str) -> None:
-            rate = done / max(1e-9, time.perf_counter() - started)
-            bar.update(task, description=f"{done:,} mentions ({rate:,.0f}/s), now {lang}")
-
-        yield update
 
 
 def _finish(report: dict, report_path: str | None, quiet: bool) -> None:
@@ -227,12 +198,13 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
     """
     from mel.evaluation import run_mewsli_eval
     from mel.streams import SkipReport
+    from mel_cli.progress import eval_progress
 
     ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
                    allow_model_mismatch)
     parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch,
                              skip_bad=skip_bad, check_md5=not no_check_md5)
-    with _progress(not quiet) as progress:
+    with eval_progress(not quiet) as progress:
         report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
                                  check_md5=not no_check_md5, parameters=parameters,
                                  report=SkipReport(max_examples=10), progress=progress)
@@ -260,11 +232,12 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path
     """
     from mel.evaluation import run_jsonl_eval
     from mel.streams import SkipReport
+    from mel_cli.progress import eval_progress
 
     ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
                    allow_model_mismatch)
     parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch)
-    with _progress(not quiet) as progress:
+    with eval_progress(not quiet) as progress:
         report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
                                 report=SkipReport(max_examples=10), progress=progress)
     _finish(report, report_path, quiet)

@@ -6,13 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import device_option, model_option, threads_option
-
-
-def _split(ctx, param, values):
-    """Comma-separated and/or repeated values -> a tuple (None when not given)."""
-    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return tuple(out) or None
+from mel_cli.options import device_option, model_option, split_commas, threads_option
 
 
 @click.group()
@@ -41,11 +35,11 @@ def index() -> None:
 @click.option("--aliases", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Alias table (mel alias build) whose strings become label entries, one per (alias, QID) "
                    "pair (the OLPEAT baseline; needs --kinds label); repeatable.")
-@click.option("--kinds", multiple=True, callback=_split,
+@click.option("--kinds", multiple=True, callback=split_commas,
               help="Entry kinds: description, context, label (comma-separated; default: description, plus "
                    "context when --contexts is given; label with --aliases alone).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
-@click.option("--langs", multiple=True, callback=_split, help="Only these languages (comma-separated).")
+@click.option("--langs", multiple=True, callback=split_commas, help="Only these languages (comma-separated).")
 @click.option("--target-lang", default=None,
               help="With several DaMuEL parts: prefer this language's description for each entity.")
 @click.option("--require-page", is_flag=True, help="Only entities with a Wikipedia page.")
@@ -128,13 +122,11 @@ def info_cmd(index_dir: str, as_json: bool) -> None:
     """
     from indexes.verify import info
 
-    from mel_cli.reports import print_index_info
+    from mel_cli.reports import print_index_info, print_json
 
     details = info(index_dir)
     if as_json:
-        import orjson
-
-        sys.stdout.buffer.write(orjson.dumps(details.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        print_json(details.to_json())
     else:
         print_index_info(details)
 

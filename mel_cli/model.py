@@ -105,13 +105,11 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
       mel model info models/lealla-small --json | jq .checksum
     """
     from mel.models import resolve_model
-    from mel_cli.reports import print_mapping
+    from mel_cli.reports import print_json, print_mapping
 
     folder = resolve_model(model_dir)
     if as_json:
-        import orjson
-
-        sys.stdout.buffer.write(orjson.dumps(folder.manifest.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        print_json(folder.manifest.to_json())
         return
     print_mapping(f"Model {folder.path}", folder.manifest.to_json())
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import click
 
+
+def split_commas(ctx, param, values):
+    """Callback: comma-separated and/or repeated values -> a tuple (None when not given)."""
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return tuple(out) or None
+
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the encoder runs; auto picks CUDA when onnxruntime has it.")

@@ -24,6 +24,13 @@ def print_mapping(title: str, data: dict, console: Console | None = None) -> Non
     console.print(table)
 
 
+def print_json(data) -> None:
+    """Indented JSON on stdout (the --json form of the info commands)."""
+    import sys
+
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
 def print_skip_report(report) -> None:
     """What a reader skipped (malformed records, with file:line) and left out, on stderr."""
     for line in report.lines():

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import click
 
-
-def _split(ctx, param, values):
-    """Comma-separated and/or repeated values -> a tuple (None when not given)."""
-    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return tuple(out) or None
+from mel_cli.options import split_commas
 
 
 @click.command("train")
@@ -22,7 +18,7 @@ def _split(ctx, param, values):
                    "a `mel train` checkpoint folder, or `default` (the offline multilingual-e5-small).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run folder: log, checkpoint/, and the final model/ (a mel model folder).")
-@click.option("--langs", multiple=True, callback=_split,
+@click.option("--langs", multiple=True, callback=split_commas,
               help="Only these languages of the KB and links (comma-separated; for DaMuEL root folders).")
 @click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
               help="Rounds of (index, mine, train).")

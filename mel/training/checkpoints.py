@@ -26,7 +26,6 @@ from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
 
-from exporters.checkpoints import BertConfig
 from exporters.model_folder import MARKER
 from mel import __version__
 from mel.artifacts import atomic_folder, read_json, write_json
@@ -67,30 +66,6 @@ class TrainerState:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def hf_config(config: BertConfig) -> dict:
-    """config.json for transformers' BertModel (and exporters.checkpoints.read_config)."""
-    data = {
-        "architectures": ["BertModel"],
-        "model_type": config.model_type,
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads,
-        "intermediate_size": config.intermediate_size,
-        "max_position_embeddings": config.max_position_embeddings,
-        "type_vocab_size": config.type_vocab_size,
-        "layer_norm_eps": config.layer_norm_eps,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
-        "initializer_range": 0.02,
-        "pad_token_id": config.position_offset - 1 if config.model_type == "xlm-roberta" else 0,
-    }
-    if config.model_type == "xlm-roberta":
-        data["architectures"] = ["XLMRobertaModel"]
-    return data
-
-
 def find_checkpoint(run: Path) -> Path | None:
     """The run's checkpoint; the previous one when a swap was cut short."""
     for candidate in (run / "checkpoint", run / ".checkpoint.old"):
@@ -129,7 +104,7 @@ def save_checkpoint(
     """Write the whole checkpoint; `model` is the BiEncoder (not the DDP wrapper)."""
     tensors, groups = _optimizer_tensors(optimizer, parameter_names)
     with atomic_folder(folder, force=True) as tmp:
-        write_json(tmp / "config.json", hf_config(model.bert.config))
+        write_json(tmp / "config.json", model.bert.config.to_hf())
         weights = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.bert.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))

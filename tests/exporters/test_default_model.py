@@ -35,12 +35,8 @@ def test_default_matches_torch_with_the_same_dequantised_weights(default_model):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     weights = read_e5s1(default_weights_path())
-    c = weights.config
-    model = transformers.BertModel(transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps), add_pooling_layer=False).eval()
+    model = transformers.BertModel(transformers.BertConfig(**weights.config.to_hf()),
+                                   add_pooling_layer=False).eval()
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.arrays.items()}, strict=True)
     encoder = Encoder(ModelFolder.open(default_model), precision="fp32")
     texts = ["The river Jordan flows into the Dead Sea.", "Tokio es la capital de Japón.", "パリは美しい。", "x"]
