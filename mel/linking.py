@@ -56,9 +56,6 @@ class LinkStats:
         return (f"{self.documents:,} documents, {self.mentions:,} mentions, {self.linked:,} linked, "
                 f"{self.nil:,} NIL, {self.errors:,} errors in {self.seconds:.1f}s ({rate:,.0f} mentions/s)")
 
-    def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
-
 
 @dataclass
 class _Chunk:
