@@ -73,6 +73,23 @@ def language_of_folder(folder: Path) -> str:
     return last if _LANG_CODE.fullmatch(last) else name
 
 
+def _selected(entities: Iterator[KBEntity], report: SkipReport, require_page: bool,
+              limit: int | None) -> Iterator[KBEntity]:
+    """The `require_page` filter and the `limit`, the same for every KB source
+    (lazy: reading stops once `limit` entities are out)."""
+    if limit is not None and limit <= 0:
+        return
+    produced = 0
+    for entity in entities:
+        if require_page and not entity.has_page:
+            report.filter("entity without a Wikipedia page (require_page)")
+            continue
+        yield entity
+        produced += 1
+        if limit is not None and produced >= limit:
+            return
+
+
 class DamuelPart:
     """One DaMuEL language part: a folder of `part-*` files.
 
@@ -107,20 +124,9 @@ class DamuelPart:
         keep_page_text: bool = False,
     ) -> Iterator[KBEntity]:
         report = report if report is not None else SkipReport()
-        if limit is not None and limit <= 0:
-            return
-        produced = 0
-        for location, obj in self.records(report):
-            entity = self.entity_from_record(obj, location, report, keep_page_text)
-            if entity is None:
-                continue
-            if require_page and not entity.has_page:
-                report.filter("entity without a Wikipedia page (require_page)")
-                continue
-            yield entity
-            produced += 1
-            if limit is not None and produced >= limit:
-                return
+        parsed = (self.entity_from_record(obj, location, report, keep_page_text)
+                  for location, obj in self.records(report))
+        yield from _selected((e for e in parsed if e is not None), report, require_page, limit)
 
     def entity_from_record(
         self, obj: dict, location: str, report: SkipReport, keep_page_text: bool = False
@@ -274,9 +280,9 @@ class JsonlKB:
         limit: int | None = None,
     ) -> Iterator[KBEntity]:
         report = report if report is not None else SkipReport()
-        if limit is not None and limit <= 0:
-            return
-        produced = 0
+        yield from _selected(self._parsed(report, langs), report, require_page, limit)
+
+    def _parsed(self, report: SkipReport, langs: Collection[str] | None) -> Iterator[KBEntity]:
         for location, obj in _json_records(self.path, report):
             try:
                 entity = KBEntity.from_json(obj, default_lang=self.default_lang)
@@ -286,13 +292,7 @@ class JsonlKB:
             if langs is not None and entity.lang not in langs:
                 report.filter(f"entity in language {entity.lang!r} (not selected)")
                 continue
-            if require_page and not entity.has_page:
-                report.filter("entity without a Wikipedia page (require_page)")
-                continue
             yield entity
-            produced += 1
-            if limit is not None and produced >= limit:
-                return
 
 
 def is_damuel_part(path: str | os.PathLike) -> bool:
