@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import device_option, threads_option
+from mel_cli.options import device_option, max_length_option, threads_option
 
 
 @click.group()
@@ -58,8 +58,7 @@ def default_cmd(output: str | None, force: bool) -> None:
 @click.option("--pooling", type=click.Choice(["pooler", "cls", "mean"]), default=None,
               help="Sentence pooling (default: from the checkpoint: sentence-transformers config, else the BERT "
                    "pooler when present, as LEALLA and LaBSE use, else mean).")
-@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
-              help="Tokens per mention/entity window.")
+@max_length_option
 @click.option("--mention-prefix", default=None, help='Text put before mentions (e5: "query: "; default from the model).')
 @click.option("--entity-prefix", default=None, help='Text put before entities (e5: "passage: ").')
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")

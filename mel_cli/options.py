@@ -22,3 +22,6 @@ batch_size_option = click.option(
 model_option = click.option(
     "--model", "model", default=None,
     help="Model folder (default: the one named by the index, or the offline default model).")
+max_length_option = click.option(
+    "--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
+    help="Tokens per mention/entity window.")

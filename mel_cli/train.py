@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mel_cli.options import split_commas
+from mel_cli.options import max_length_option, split_commas
 
 
 @click.command("train")
@@ -47,8 +47,7 @@ from mel_cli.options import split_commas
 @click.option("--pooling", type=click.Choice(["pooler", "cls", "mean"]), default=None,
               help="Sentence pooling (default: from the checkpoint: its mel manifest, else the BERT pooler when "
                    "present, else mean).")
-@click.option("--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
-              help="Tokens per mention/entity window.")
+@max_length_option
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Dropout during training (as BERT's config).")
 @click.option("--eval", "eval_spec", default=None,
