@@ -31,6 +31,7 @@ import re
 import sys
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -97,6 +98,18 @@ class Problems:
         self.items.append(f"{where}: {message}")
 
 
+def json_lines(path: Path, problems: Problems) -> Iterator[tuple[str, object]]:
+    """(file:line, parsed value) for each line of a JSON Lines file; a bad line is a problem."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        where = f"{path.name}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.add(where, f"not JSON ({error})")
+            continue
+        yield where, record
+
+
 def has_script(text: str, script: str) -> bool:
     return any(SCRIPTS[name].search(text) for name in script.split("|"))
 
@@ -106,13 +119,7 @@ def check_kb(problems: Problems) -> dict:
     if not KB_PATH.exists():
         problems.add(KB_PATH.name, "missing")
         return {}
-    for number, line in enumerate(KB_PATH.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{KB_PATH.name}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.add(where, f"not JSON ({error})")
-            continue
+    for where, record in json_lines(KB_PATH, problems):
         if not isinstance(record, dict) or set(record) != {"qid", "lang", "label", "description", "aliases"}:
             problems.add(where, "expected exactly the fields qid, lang, label, description, aliases")
             continue
@@ -283,13 +290,7 @@ def check_corpus(entities: dict, problems: Problems) -> Counter:
         problems.add(CORPUS_PATH.name, "missing")
         return stats
     ids: set[str] = set()
-    for number, line in enumerate(CORPUS_PATH.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{CORPUS_PATH.name}:{number}"
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.add(where, f"not JSON ({error})")
-            continue
+    for where, doc in json_lines(CORPUS_PATH, problems):
         if not all(isinstance(doc.get(key), str) and doc[key] for key in ("id", "lang", "text")):
             problems.add(where, "id, lang and text must be non-empty strings")
             continue

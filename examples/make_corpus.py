@@ -16,49 +16,36 @@ Only the standard library is used.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
+
+from markers import MARKED, strip_markers
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "src" / "corpus.json"
 OUTPUT = HERE / "corpus.jsonl"
 KB = HERE / "kb.jsonl"
-MARKED = re.compile(r"\[M\](?P<surface>[^\[\]|]+?)(?:\|(?P<qid>Q[1-9][0-9]*))?\[M\]")
 
 
 def convert(doc: dict, kb_qids: set[str]) -> dict:
     where = f"{SOURCE.name}: {doc.get('id')!r}"
     style = doc["style"]
     record = {key: value for key, value in doc.items() if key not in ("style", "text")}
-    marked = doc["text"]
     if style == "inline":
-        record["text"] = MARKED.sub(lambda m: f"[M]{m['surface']}[M]", marked)
+        record["text"] = MARKED.sub(lambda m: f"[M]{m['surface']}[M]", doc["text"])
         return record
     if style not in ("spans", "gold"):
         sys.exit(f"{where}: unknown style {style!r} (expected spans, inline or gold)")
-    pieces: list[str] = []
+    text, found = strip_markers(doc["text"], where)
     mentions: list[dict] = []
-    length = 0
-    last = 0
-    for match in MARKED.finditer(marked):
-        before = marked[last:match.start()]
-        pieces.append(before)
-        length += len(before)
-        surface = match["surface"]
-        mention = {"start": length, "end": length + len(surface)}
+    for start, surface, qid in found:
+        mention = {"start": start, "end": start + len(surface)}
         if style == "gold":
-            if match["qid"] is None or match["qid"] not in kb_qids:
+            if qid is None or qid not in kb_qids:
                 sys.exit(f"{where}: gold mention {surface!r} needs a QID that is in {KB.name}")
-            mention["qid"] = match["qid"]
+            mention["qid"] = qid
         mentions.append(mention)
-        pieces.append(surface)
-        length += len(surface)
-        last = match.end()
-    pieces.append(marked[last:])
-    record["text"] = "".join(pieces)
-    if "[M]" in record["text"]:
-        sys.exit(f"{where}: a [M] marker is left after parsing")
+    record["text"] = text
     record["mentions"] = mentions
     return record
 

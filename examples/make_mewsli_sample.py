@@ -30,18 +30,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
 import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
+from markers import strip_markers
+
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "src" / "mewsli9-sample.json"
 KB = HERE / "kb.jsonl"
 OUTPUT = HERE / "mewsli9-sample"
-MARKED = re.compile(r"\[M\](?P<surface>[^\[\]|]+)\|(?P<qid>Q[1-9][0-9]*)\[M\]")
 DOCS_HEADER = ["docid", "title", "curid", "revid", "url", "text_md5"]
 MENTIONS_HEADER = ["docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs", "freq_bin"]
 BIN_EDGES = (1, 10, 100, 1000, 10000)  # bin i holds counts in [edge[i-1], edge[i]); 0 holds 0
@@ -51,27 +51,16 @@ def freq_bin(count: int) -> int:
     return sum(count >= edge for edge in BIN_EDGES)
 
 
-def strip_markers(marked: str, where: str) -> tuple[str, list[tuple[int, int, str, str]]]:
+def gold_mentions(marked: str, where: str) -> tuple[str, list[tuple[int, int, str, str]]]:
     """Clean text and (position, length, surface, qid) per mention, in code points."""
-    pieces: list[str] = []
-    mentions: list[tuple[int, int, str, str]] = []
-    length_so_far = 0
-    last = 0
-    for match in MARKED.finditer(marked):
-        before = marked[last:match.start()]
-        pieces.append(before)
-        length_so_far += len(before)
-        surface = match["surface"]
+    text, found = strip_markers(marked, where)
+    mentions = []
+    for start, surface, qid in found:
         if surface != surface.strip():
             sys.exit(f"{where}: mention {surface!r} has leading or trailing spaces")
-        mentions.append((length_so_far, len(surface), surface, match["qid"]))
-        pieces.append(surface)
-        length_so_far += len(surface)
-        last = match.end()
-    pieces.append(marked[last:])
-    text = "".join(pieces)
-    if "[M]" in text:
-        sys.exit(f"{where}: a [M] marker is left after parsing (expected '[M]surface|QID[M]')")
+        if qid is None:
+            sys.exit(f"{where}: mention {surface!r} has no QID (expected '[M]surface|QID[M]')")
+        mentions.append((start, len(surface), surface, qid))
     return text, mentions
 
 
@@ -99,7 +88,7 @@ def main() -> None:
         for number, doc in enumerate(docs, start=1):
             docid = f"{lang}-{number}"
             where = f"{SOURCE.name}: {docid} ({doc['title']!r})"
-            text, mentions = strip_markers("\n".join(doc["text"]) + "\n", where)
+            text, mentions = gold_mentions("\n".join(doc["text"]) + "\n", where)
             for _, _, surface, qid in mentions:
                 if qid not in kb_qids:
                     sys.exit(f"{where}: gold {qid} of {surface!r} is not in {KB.name}")
