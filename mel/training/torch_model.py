@@ -62,10 +62,13 @@ class BertSelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(batch, length, hidden)
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, cfg: BertConfig, dropout: float):
+class BertResidualOutput(nn.Module):
+    """Dense projection back to the hidden size, dropout, residual, LayerNorm: BERT's
+    `attention.output` (from the hidden size) and `output` (from the intermediate size)."""
+
+    def __init__(self, cfg: BertConfig, in_features: int, dropout: float):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(in_features, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -77,7 +80,7 @@ class BertAttention(nn.Module):
     def __init__(self, cfg: BertConfig, dropout: float):
         super().__init__()
         self.self = BertSelfAttention(cfg, dropout)
-        self.output = BertSelfOutput(cfg, dropout)
+        self.output = BertResidualOutput(cfg, cfg.hidden_size, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.output(self.self(x, mask), x)
@@ -92,23 +95,12 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(x))  # exact (erf) GELU, as BERT and the ONNX graph use
 
 
-class BertOutput(nn.Module):
-    def __init__(self, cfg: BertConfig, dropout: float):
-        super().__init__()
-        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
 class BertLayer(nn.Module):
     def __init__(self, cfg: BertConfig, dropout: float):
         super().__init__()
         self.attention = BertAttention(cfg, dropout)
         self.intermediate = BertIntermediate(cfg)
-        self.output = BertOutput(cfg, dropout)
+        self.output = BertResidualOutput(cfg, cfg.intermediate_size, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.attention(x, mask)
