@@ -2,20 +2,27 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.mel-installed
+# What each target needs installed: linking needs the CPU runtime only; the tests also torch
+# (CPU build, pinned first so nothing drags in CUDA wheels), transformers and the linters.
+DEMO_STAMP := $(VENV)/.mel-cpu
+TEST_STAMP := $(VENV)/.mel-test
 
-.PHONY: demo test setup man bench clean
+.PHONY: demo test test-fast lint setup man bench clean
 
-# Set up a virtual environment with mel and its test extras (torch CPU build first,
-# pinned, so nothing drags in CUDA wheels).
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
-setup: $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[cpu,test]'
+	touch $@ $(DEMO_STAMP)
+
+setup: $(TEST_STAMP)
 
 # The quickstart: default model -> label index of the sample KB -> linked sample corpus
 # -> recall table on the sample evaluation set. A second run reuses what exists.
@@ -28,17 +35,24 @@ demo: $(DEMO)/index-labels/manifest.json
 		--report $(DEMO)/eval-report.json
 
 # Built once; rebuilt only when the sample KB changes (the model is built on first use).
-$(DEMO)/index-labels/manifest.json: examples/kb.jsonl $(STAMP)
+$(DEMO)/index-labels/manifest.json: examples/kb.jsonl $(DEMO_STAMP)
 	$(MEL) model default
 	$(MEL) index build --kb examples/kb.jsonl --kinds label -o $(DEMO)/index-labels --force
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-man: $(STAMP)
-	$(BIN)/python -m mel_cli.manpages man
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m mypy
+
+man: $(DEMO_STAMP)
+	$(BIN)/python -m mel.cli.manpages man
+
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/bench_encoder.py
 
 clean:

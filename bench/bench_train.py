@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporters.checkpoints import BertConfig, BertWeights  # noqa: E402
-from indexes import Index, IndexSettings, IndexWriter  # noqa: E402
+from mel.exporters.checkpoints import BertConfig, BertWeights  # noqa: E402
+from mel.indexes import Index, IndexSettings, IndexWriter  # noqa: E402
 from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
 from mel.training.batches import RoundBatches  # noqa: E402
 from mel.training.distributed import choose_device  # noqa: E402

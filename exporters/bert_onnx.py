@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.checkpoints import BertWeights
+from mel.exporters.checkpoints import BertWeights
 
 OPSET = 17
 POOLINGS = ("mean", "cls", "pooler")

@@ -18,11 +18,12 @@ import numpy as np
 import onnx
 from tokenizers import AddedToken, Tokenizer
 
-from exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
-from exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
+from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
+from mel.exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
 from mel import __version__
 from mel.artifacts import atomic_folder, command_line, sha256_file, tool_versions, write_json
 from mel.errors import ModelError
+from mel.runtime import load_onnxruntime
 from mel.models import MANIFEST_NAME, MODEL_FORMAT, PRECISIONS, VARIANT_FILES, ModelManifest
 
 MARKER = "[M]"
@@ -134,6 +135,7 @@ def _save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
 def _make_variant(fp32_path: Path, precision: str, folder: Path) -> list[Path]:
     out = folder / VARIANT_FILES[precision]
     if precision == "int8":
+        load_onnxruntime()  # one clear error when no runtime is installed
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per-channel signed weights. Quantising the embedding table (Gather) too cuts the
@@ -150,6 +152,7 @@ def _make_variant(fp32_path: Path, precision: str, folder: Path) -> list[Path]:
         finally:
             root.setLevel(level)
     elif precision == "fp16":
+        load_onnxruntime()
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         half = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True, disable_shape_infer=True)

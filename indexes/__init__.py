@@ -2,25 +2,25 @@
 
 Build (streaming, resumable):
 
-    from indexes import IndexWriter, IndexSettings
+    from mel.indexes import IndexWriter, IndexSettings
     with IndexWriter("idx/es", dim=384, extra={"model": {...}, "query_encoding": "context"}) as writer:
         writer.add(vectors, ["Q90", ...], "description", "es", ["Paris", ...])
 
 Search:
 
-    from indexes import Index
+    from mel.indexes import Index
     index = Index("idx/es")                    # exact=True for NumPy scoring
     result = index.search(query_vectors, k=10)  # result.qids / .scores / .entry_ids, (n, k)
 
 Check and describe: `verify(folder, sample=1000)`, `info(folder)`.
 """
 
-from indexes.builder import EntryBatch, IndexWriter, build_index, partial_folder
-from indexes.manifest import FORMAT, KINDS, IndexCounts, IndexManifest, ShardRecord, read_manifest
-from indexes.scann_settings import IndexSettings, ShardSearchConfig, scann_available, shard_search_config
-from indexes.searcher import Index, SearchResult, open_index
-from indexes.store import Entry, parse_qids, qid_to_int, qid_to_str
-from indexes.verify import IndexInfo, ShardInfo, VerifyReport, info, verify
+from mel.indexes.builder import EntryBatch, IndexWriter, build_index, partial_folder
+from mel.indexes.manifest import FORMAT, KINDS, IndexCounts, IndexManifest, ShardRecord, read_manifest
+from mel.indexes.scann_settings import IndexSettings, ShardSearchConfig, scann_available, shard_search_config
+from mel.indexes.searcher import Index, SearchResult, open_index
+from mel.indexes.store import Entry, parse_qids, qid_to_int, qid_to_str
+from mel.indexes.verify import IndexInfo, ShardInfo, VerifyReport, info, verify
 
 __all__ = [
     "FORMAT",

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from indexes.manifest import (
+from mel.indexes.manifest import (
     FORMAT,
     KINDS,
     MANIFEST_FILE,
@@ -46,14 +46,14 @@ from indexes.manifest import (
     file_records,
     files_match,
 )
-from indexes.scann_settings import (
+from mel.indexes.scann_settings import (
     IndexSettings,
     build_scann_searcher,
     save_scann_searcher,
     scann_available,
     shard_search_config,
 )
-from indexes.store import (
+from mel.indexes.store import (
     KIND_DTYPE,
     LABELS_SPILL,
     LANG_DTYPE,
@@ -313,7 +313,7 @@ class IndexWriter:
         bad = np.flatnonzero(~finite | (norms == 0))
         if bad.size:
             raise InputError(f"entry {self.entries_done + int(bad[0])}: vector is zero or not finite")
-        # Cosine similarity is the dot product of unit vectors (DESIGN.md §2).
+        # Cosine similarity is the dot product of unit vectors (docs/method.md).
         vectors /= norms[:, None]
         return vectors
 

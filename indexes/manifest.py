@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexes.scann_settings import IndexSettings, ShardSearchConfig
+from mel.indexes.scann_settings import IndexSettings, ShardSearchConfig
 from mel.artifacts import read_json, sha256_file
 from mel.errors import ArtifactError
 

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexes.store import npy_chunks, read_npy_rows
+from mel.indexes.store import npy_chunks, read_npy_rows
 from mel.errors import ArtifactError
 
 ALGORITHMS = ("exact", "brute_force", "asymmetric_hashing", "tree_ah")

@@ -22,9 +22,9 @@ from typing import Iterable
 
 import numpy as np
 
-from indexes.manifest import QID_SET_FILE, IndexManifest, ShardRecord, read_manifest
-from indexes.scann_settings import load_scann_searcher, refuse_pickles, scann_available
-from indexes.store import QID_DTYPE, VECTOR_DTYPE, Entry, ShardTables, load_npy, parse_qids, qid_to_str
+from mel.indexes.manifest import QID_SET_FILE, IndexManifest, ShardRecord, read_manifest
+from mel.indexes.scann_settings import load_scann_searcher, refuse_pickles, scann_available
+from mel.indexes.store import QID_DTYPE, VECTOR_DTYPE, Entry, ShardTables, load_npy, parse_qids, qid_to_str
 from mel.errors import ArtifactError
 
 _SCORE_PAD = -np.inf

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.manifest import MANIFEST_FILE, read_manifest
-from indexes.scann_settings import find_pickles, scann_available
-from indexes.searcher import Index
+from mel.indexes.manifest import MANIFEST_FILE, read_manifest
+from mel.indexes.scann_settings import find_pickles, scann_available
+from mel.indexes.searcher import Index
 from mel.artifacts import folder_size, sha256_file
 from mel.errors import MelError
 

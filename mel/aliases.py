@@ -1,4 +1,4 @@
-"""Alias tables: mention strings of training links -> their QIDs, by count (DESIGN.md §2).
+"""Alias tables: mention strings of training links -> their QIDs, by count (docs/method.md).
 
 An alias is the surface string of a training link (DaMuEL links placed by
 Wikipedia editors, origin "wiki", unless all origins are asked for; or the

@@ -17,25 +17,23 @@ from tokenizers import Tokenizer
 from mel.errors import ModelError
 from mel.mentions import MentionSpan, MentionTokenizer
 from mel.models import ModelFolder
+from mel.runtime import cuda_devices, load_onnxruntime, preload_cuda_libraries
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
-
-
 def choose_device(device: str) -> str:
+    """"cpu" or "cuda"; auto is CUDA when onnxruntime has it and the driver reports a GPU."""
     if device not in DEVICES:
         raise ModelError(f"unknown device '{device}' (choose from {', '.join(DEVICES)})")
-    has_cuda = "CUDAExecutionProvider" in available_providers()
+    if device == "cpu":
+        return device
+    has_cuda = "CUDAExecutionProvider" in load_onnxruntime().get_available_providers()
     if device == "cuda" and not has_cuda:
-        raise ModelError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
-                         "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu; see README, Troubleshooting)")
+        raise ModelError("--device cuda: this onnxruntime has no CUDA support (pip uninstall -y onnxruntime && "
+                         "pip install 'mel[gpu]'; `mel info` shows what is installed)")
     if device == "auto":
-        return "cuda" if has_cuda else "cpu"
+        return "cuda" if has_cuda and cuda_devices()[0] else "cpu"
     return device
 
 
@@ -52,8 +50,7 @@ class Encoder:
 
     def __init__(self, model: ModelFolder, *, device: str = "auto", precision: str = "auto",
                  threads: int | None = None, batch_size: int = 64, verify: bool = True):
-        import onnxruntime as ort
-
+        ort = load_onnxruntime()
         self.model = model
         self.manifest = model.manifest
         self.device = choose_device(device)
@@ -71,8 +68,10 @@ class Encoder:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" \
-            else ["CPUExecutionProvider"]
+        providers = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            preload_cuda_libraries(ort)
+            providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -129,7 +128,7 @@ def embed_lines(model: str, stream, output: str | None, *, role: str | None, pre
 
     from mel.artifacts import atomic_file
     from mel.errors import InputError
-    from mel.models import resolve_model
+    from mel.model_cache import resolve_model
 
     texts = []
     for number, raw in enumerate(stream, start=1):

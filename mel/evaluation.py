@@ -1,7 +1,7 @@
 """`mel eval`: recall@K of a ranking method on Mewsli-9 or on mel documents with gold QIDs.
 
 R@K is the share of mentions whose gold QID is among the top K distinct QIDs
-(DESIGN.md §2), per language, micro-averaged (over all mentions) and
+(docs/method.md), per language, micro-averaged (over all mentions) and
 macro-averaged (the mean of the languages' R@K), and the same split by
 Mewsli-9 frequency bin and by `qid_in_refs`. The upper bound is the share of
 mentions whose gold QID is in the method's KB at all (the index, or the alias

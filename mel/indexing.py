@@ -1,6 +1,6 @@
 """Building an index of a knowledge base: KB sources -> entry texts -> vectors -> shards.
 
-Entry kinds ("views", DESIGN.md §2):
+Entry kinds ("views", docs/method.md):
 - description: `[M] label [M] description`, encoded as an entity;
 - context: a training mention in its window with `[M]` markers, encoded exactly
   like a query mention (the thesis's "training contexts as KB");
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from indexes.builder import EntryBatch, build_index
-from indexes.manifest import IndexManifest
-from indexes.scann_settings import IndexSettings
+from mel.indexes.builder import EntryBatch, build_index
+from mel.indexes.manifest import IndexManifest
+from mel.indexes.scann_settings import IndexSettings
 from mel.encoding import Encoder
 from mel.errors import InputError
 from mel.kb import WIKI_ORIGINS, read_kb, read_training_mentions
@@ -222,9 +222,10 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
     """`mel index verify`: checksums and ScaNN recall (indexes.verify), plus the model match."""
     import dataclasses
 
-    from indexes.verify import verify
+    from mel.indexes.verify import verify
     from mel.errors import ModelError
-    from mel.models import ModelFolder, resolve_model
+    from mel.models import ModelFolder
+    from mel.model_cache import resolve_model
 
     report = verify(folder, sample=sample, min_recall=min_recall)
     recorded = report.model_checksum
@@ -232,7 +233,7 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
         if model is not None:
             found = resolve_model(model)
         else:
-            from indexes.manifest import read_manifest
+            from mel.indexes.manifest import read_manifest
 
             path = (read_manifest(folder).model or {}).get("path")
             found = ModelFolder.open(path) if path and Path(path).is_dir() else None

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from indexes.store import qid_to_str
+from mel.indexes.store import qid_to_str
 from mel.documents import BadRecord, output_record, read_documents
 from mel.errors import InputError
 from mel.mentions import MentionSpan

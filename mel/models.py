@@ -114,17 +114,3 @@ def mel_home() -> Path:
 
 def default_model_path() -> Path:
     return mel_home() / "models" / DEFAULT_MODEL_NAME
-
-
-def resolve_model(spec: str | os.PathLike | None, *, announce=None) -> ModelFolder:
-    """A model folder path, or None/"default" for the offline default (built on first use)."""
-    if spec is None or str(spec) == "default":
-        path = default_model_path()
-        if not (path / MANIFEST_NAME).is_file():
-            from exporters.default_model import build_default_model
-
-            if announce:
-                announce(f"Building the default model ({DEFAULT_MODEL_NAME}) into {path} (first use only)…")
-            build_default_model(path)
-        return ModelFolder.open(path)
-    return ModelFolder.open(spec)

@@ -15,11 +15,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from indexes.searcher import Index, SearchResult
+from mel.indexes.searcher import Index, SearchResult
 from mel.encoding import Encoder
 from mel.errors import MelError, ModelError
 from mel.mentions import MentionSpan
-from mel.models import ModelFolder, resolve_model
+from mel.models import ModelFolder
+from mel.model_cache import resolve_model
 
 
 class ModelMismatchError(MelError):

@@ -7,7 +7,7 @@ import sys
 import click
 
 from mel import __version__
-from mel_cli.errors import run_command_group
+from mel.cli.errors import run_command_group
 
 
 @click.group(cls=run_command_group(), context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mel_cli import alias, eval, index, link, model, train
+    from mel.cli import alias, eval, index, info, link, model, train
 
     main.add_command(model.model)
     main.add_command(index.index)
@@ -36,6 +36,7 @@ def _register() -> None:
     main.add_command(alias.alias_group)
     main.add_command(eval.eval_group)
     main.add_command(train.train)
+    main.add_command(info.info)
     _same_help_options(main)
 
 
@@ -49,6 +50,3 @@ def _same_help_options(command: click.Command) -> None:
 
 
 _register()
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

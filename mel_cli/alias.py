@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import split_commas
+from mel.cli.options import split_commas
 
 
 @click.group("alias")
@@ -61,8 +61,8 @@ def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict
     """
     from mel.aliases import AliasSettings, build_alias_table
     from mel.streams import SkipReport
-    from mel_cli.progress import spinner
-    from mel_cli.reports import echo_err, print_skip_report
+    from mel.cli.progress import spinner
+    from mel.cli.reports import echo_err, print_skip_report
 
     report = SkipReport(strict=strict, max_examples=20)
     settings = AliasSettings(cased=not uncased, all_origins=all_origins, top_k=top_k, langs=langs)
@@ -90,7 +90,7 @@ def info_cmd(table_dir: str, as_json: bool) -> None:
       mel alias info aliases/es --json | jq .counts
     """
     from mel.aliases import AliasTable
-    from mel_cli.reports import print_json, print_mapping
+    from mel.cli.reports import print_json, print_mapping
 
     table = AliasTable.open(table_dir)
     if as_json:

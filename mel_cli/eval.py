@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mel_cli.options import device_option, model_option, split_commas
+from mel.cli.options import device_option, model_option, split_commas
 
 METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
                "(mel index build --aliases A --kinds label); labels: a label index of entity labels "
@@ -77,7 +77,7 @@ def eval_group() -> None:
 def _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
           allow_model_mismatch):
     from mel.rankers import open_ranker
-    from mel_cli.reports import echo_err
+    from mel.cli.reports import echo_err
 
     ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, model=model, device=device,
                          precision=precision, threads=threads, batch_size=batch_size, exact=exact,
@@ -89,7 +89,7 @@ def _open(method, index_dir, aliases_dir, model, device, precision, threads, bat
 
 def _finish(report: dict, report_path: str | None, quiet: bool) -> None:
     from mel.artifacts import write_json
-    from mel_cli.reports import echo_err
+    from mel.cli.reports import echo_err
 
     print_eval_report(report)
     for note in report["notes"]:
@@ -198,7 +198,7 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
     """
     from mel.evaluation import run_mewsli_eval
     from mel.streams import SkipReport
-    from mel_cli.progress import eval_progress
+    from mel.cli.progress import eval_progress
 
     ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
                    allow_model_mismatch)
@@ -232,7 +232,7 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path
     """
     from mel.evaluation import run_jsonl_eval
     from mel.streams import SkipReport
-    from mel_cli.progress import eval_progress
+    from mel.cli.progress import eval_progress
 
     ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
                    allow_model_mismatch)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import device_option, model_option, split_commas, threads_option
+from mel.cli.options import device_option, model_option, split_commas, threads_option
 
 
 @click.group()
@@ -83,12 +83,12 @@ def build_cmd(kb, contexts, aliases, kinds, output, langs, target_lang, require_
       mel index build --kb kb.jsonl --kinds label -o idx/labels
       mel index build --aliases aliases/es --kinds label -o idx/olpeat-es
     """
-    from indexes.scann_settings import IndexSettings
+    from mel.indexes.scann_settings import IndexSettings
     from mel.encoding import Encoder
     from mel.indexing import KBSelection, build_kb_index
-    from mel.models import resolve_model
+    from mel.model_cache import resolve_model
     from mel.streams import SkipReport
-    from mel_cli.reports import echo_err, print_skip_report
+    from mel.cli.reports import echo_err, print_skip_report
 
     if not kinds and aliases and not kb and not contexts:
         kinds = ("label",)
@@ -120,9 +120,9 @@ def info_cmd(index_dir: str, as_json: bool) -> None:
       mel index info idx/es
       mel index info idx/es --json | jq .entries
     """
-    from indexes.verify import info
+    from mel.indexes.verify import info
 
-    from mel_cli.reports import print_index_info, print_json
+    from mel.cli.reports import print_index_info, print_json
 
     details = info(index_dir)
     if as_json:
@@ -149,7 +149,7 @@ def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str
       mel index verify idx/es --sample 5000 --min-recall 0.95
     """
     from mel.indexing import verify_index
-    from mel_cli.reports import print_verify_report
+    from mel.cli.reports import print_verify_report
 
     report = verify_index(index_dir, sample=sample, min_recall=min_recall, model=model)
     print_verify_report(report)

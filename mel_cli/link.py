@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import batch_size_option, device_option, model_option, threads_option
+from mel.cli.options import batch_size_option, device_option, model_option, threads_option
 
 
 @click.command("link")
@@ -51,8 +51,8 @@ def link(input_path, index_dir, output, errors_path, top_k, min_score, strict, m
       mel link docs.jsonl --index idx/es --min-score 0.8 --top-k 5
     """
     from mel.linking import LinkOptions, run_link
-    from mel_cli.progress import link_progress
-    from mel_cli.reports import echo_err
+    from mel.cli.progress import link_progress
+    from mel.cli.reports import echo_err
 
     options = LinkOptions(top_k=top_k, min_score=min_score, strict=strict)
     with link_progress(enabled=not quiet) as progress:

@@ -1,7 +1,7 @@
 """Generate man pages (roff) from the commands' --help, so docs never drift from code.
 
-    python -m mel_cli.manpages man/        # write man/mel.1, man/mel-model.1, ...
-    python -m mel_cli.manpages --check man/  # exit 1 when a page is out of date
+    python -m mel.cli.manpages man/        # write man/mel.1, man/mel-model.1, ...
+    python -m mel.cli.manpages --check man/  # exit 1 when a page is out of date
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def help_text(command: click.Command, path: tuple[str, ...]) -> str:
     Contexts are built from the real command chain with the root's context settings
     (e.g. `-h` as a help option), as `mel ... --help` itself would.
     """
-    from mel_cli import main as root
+    from mel.cli import main as root
 
     settings = dict(root.context_settings, terminal_width=_WIDTH, max_content_width=_WIDTH)
     ctx = click.Context(root, info_name=path[0], **settings)
@@ -64,7 +64,7 @@ def render(command: click.Command, path: tuple[str, ...]) -> str:
 
 
 def render_all() -> dict[str, str]:
-    from mel_cli import main
+    from mel.cli import main
 
     return {"-".join(path) + ".1": render(cmd, path) for path, cmd in _commands(main, ("mel",))}
 

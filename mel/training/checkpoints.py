@@ -26,7 +26,7 @@ from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
 
-from exporters.model_folder import MARKER
+from mel.exporters.model_folder import MARKER
 from mel import __version__
 from mel.artifacts import atomic_folder, read_json, write_json
 from mel.errors import ArtifactError

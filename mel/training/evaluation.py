@@ -1,7 +1,7 @@
 """Recall on a held-out set during training: R@1 and R@10 through the index search API.
 
 R@K is the share of gold mentions whose gold QID is among the top K distinct
-QIDs (DESIGN.md §2); a mention whose gold entity is not in the KB counts as a
+QIDs (docs/method.md); a mention whose gold entity is not in the KB counts as a
 miss (the share that is in it is reported as the upper bound). The full
 evaluation (`mel eval`) lives elsewhere; this is the per-round check.
 """
@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexes.searcher import Index
+from mel.indexes.searcher import Index
 from mel.errors import InputError
 from mel.kb import training_mentions_from_documents
 from mel.mentions import MentionSpan, MentionTokenizer

@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from indexes.builder import IndexWriter
-from indexes.manifest import MANIFEST_FILE
-from indexes.scann_settings import IndexSettings
+from mel.indexes.builder import IndexWriter
+from mel.indexes.manifest import MANIFEST_FILE
+from mel.indexes.scann_settings import IndexSettings
 from mel.training.distributed import World
 from mel.training.kb_store import KBStore
 

@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import orjson
 
-from indexes.store import GrowingNpy, load_npy
+from mel.indexes.store import GrowingNpy, load_npy
 from mel.artifacts import read_json, write_json
 from mel.errors import InputError
 from mel.kb import read_kb

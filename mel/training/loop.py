@@ -1,4 +1,4 @@
-"""`mel train`: the rounds (thesis 5.2, DESIGN.md §2).
+"""`mel train`: the rounds (thesis 5.2, docs/method.md).
 
 Each round: (1) embed the KB with the current model and build an index;
 (2) embed the round's training mentions, retrieve k nearest entities, sample
@@ -31,8 +31,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from exporters.model_folder import write_model_folder
-from indexes.searcher import Index
+from mel.exporters.model_folder import write_model_folder
+from mel.indexes.searcher import Index
 from mel.artifacts import command_line, read_json, tool_versions, write_json
 from mel.errors import InputError
 from mel.models import MANIFEST_NAME

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexes.searcher import Index
+from mel.indexes.searcher import Index
 from mel.errors import InputError
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from indexes.store import GrowingNpy, load_npy
+from mel.indexes.store import GrowingNpy, load_npy
 from mel.artifacts import read_json, write_json
 from mel.errors import InputError
 from mel.mentions import MentionSpan, MentionTokenizer

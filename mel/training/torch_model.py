@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporters.checkpoints import BertConfig, BertWeights
+from mel.exporters.checkpoints import BertConfig, BertWeights
 
 
 class BertEmbeddings(nn.Module):

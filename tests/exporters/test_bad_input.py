@@ -7,7 +7,7 @@ import shutil
 
 from click.testing import CliRunner
 
-from mel_cli import main
+from mel.cli import main
 
 
 def run(*args, input=None):

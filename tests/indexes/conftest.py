@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from index_helpers import SHARD_SIZE, BuiltIndex, entry_data, write_index
+from tests.indexes.index_helpers import SHARD_SIZE, BuiltIndex, entry_data, write_index
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes import IndexSettings, IndexWriter
+from mel.indexes import IndexSettings, IndexWriter
 
 DIM = 32
 SHARD_SIZE = 2500

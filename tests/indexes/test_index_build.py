@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from index_helpers import DIM, SHARD_SIZE, TREE_SETTINGS, entry_data, write_index
-from indexes import FORMAT, KINDS, Index, IndexSettings, IndexWriter, partial_folder, read_manifest
+from tests.indexes.index_helpers import DIM, SHARD_SIZE, TREE_SETTINGS, entry_data, write_index
+from mel.indexes import FORMAT, KINDS, Index, IndexSettings, IndexWriter, partial_folder, read_manifest
 from mel.artifacts import command_line, sha256_file
 from mel.errors import ArtifactError, InputError
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_helpers import DIM, entry_data, queries_like, write_index
-from indexes import Index, IndexSettings, IndexWriter, partial_folder, read_manifest, verify
+from tests.indexes.index_helpers import DIM, entry_data, queries_like, write_index
+from mel.indexes import Index, IndexSettings, IndexWriter, partial_folder, read_manifest, verify
 from mel.errors import ArtifactError
 
 SETTINGS = IndexSettings(shard_size=400, brute_force_below=100, partition_above=300, training_sample_size=400)
@@ -100,7 +100,7 @@ def test_resume_after_a_hard_kill(tmp_path, data, reference):
         import os, sys
         sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[2])]!r}
         from index_helpers import DIM, entry_data
-        from indexes import IndexSettings, IndexWriter
+        from mel.indexes import IndexSettings, IndexWriter
         import test_index_resume as t
         writer = IndexWriter({str(folder)!r}, DIM, settings=t.SETTINGS, quiet=True, checkpoint_seconds=0)
         t.feed(writer, entry_data({N}, seed=3), 1170)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import indexes.searcher
-from index_helpers import (
+import mel.indexes.searcher
+from tests.indexes.index_helpers import (
     DIM,
     TREE_SETTINGS,
     assert_same_top_k,
@@ -14,7 +14,7 @@ from index_helpers import (
     queries_like,
     write_index,
 )
-from indexes import Index, IndexSettings, SearchResult
+from mel.indexes import Index, IndexSettings, SearchResult
 from mel.errors import ArtifactError
 
 
@@ -56,7 +56,7 @@ def test_batches_and_unnormalised_queries_give_the_same_answer(tree_index, queri
 
 def test_exact_search_in_small_chunks(tree_index, queries, monkeypatch):
     reference = Index(tree_index.folder, exact=True).search(queries[:20], 10)
-    monkeypatch.setattr(indexes.searcher, "_EXACT_CHUNK_FLOATS", 20 * 64)  # 64 rows per chunk
+    monkeypatch.setattr(mel.indexes.searcher, "_EXACT_CHUNK_FLOATS", 20 * 64)  # 64 rows per chunk
     chunked = Index(tree_index.folder, exact=True).search(queries[:20], 10)
     np.testing.assert_array_equal(chunked.qids, reference.qids)
 

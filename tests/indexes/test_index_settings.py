@@ -2,7 +2,7 @@
 
 import pytest
 
-from indexes import IndexSettings, ShardSearchConfig, shard_search_config
+from mel.indexes import IndexSettings, ShardSearchConfig, shard_search_config
 
 
 def test_brute_force_below_20k():

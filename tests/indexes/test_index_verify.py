@@ -6,7 +6,7 @@ import shutil
 import orjson
 import pytest
 
-from indexes import Index, info, read_manifest, verify
+from mel.indexes import Index, info, read_manifest, verify
 from mel.artifacts import folder_size
 from mel.errors import ArtifactError
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mel.aliases import AliasSettings, AliasTable, build_alias_table, normalize_alias
 from mel.errors import ArtifactError, InputError
 from mel.streams import SkipReport
-from mel_cli import main
+from mel.cli import main
 
 DATA = "tests/data"
 
@@ -146,7 +146,7 @@ def test_cli_build_info_lookup(tmp_path):
 
 def test_label_index_of_alias_strings(tiny_model, tmp_path):
     """`mel index build --aliases`: one label entry per (alias, QID) pair, most linked first."""
-    from indexes.searcher import Index
+    from mel.indexes.searcher import Index
 
     docs = write_docs(tmp_path / "train.jsonl", TRAINING)
     build_alias_table(tmp_path / "aliases", [str(docs)])

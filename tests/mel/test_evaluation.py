@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mel.aliases import AliasTable, build_alias_table
 from mel.evaluation import Tally, EvalMention, gold_positions, problem_kind
 from mel.rankers import FuzzyRanker, reorder_ties
-from mel_cli import main
+from mel.cli import main
 
 HEADER = ["docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs", "freq_bin"]
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexes.searcher import Index
+from mel.indexes.searcher import Index
 from mel.encoding import Encoder
 from mel.errors import InputError
 from mel.indexing import KBSelection, pending_entries, query_encoding
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
 from mel.retrieval import Retriever
-from mel_cli import main
+from mel.cli import main
 
 DATA = "tests/data"
 
@@ -124,7 +124,7 @@ def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
 
 def test_a_different_model_is_refused_unless_allowed(tiny_model, tmp_path):
     from tests.conftest import make_tiny_checkpoint
-    from exporters.model_folder import export_checkpoint
+    from mel.exporters.model_folder import export_checkpoint
 
     other = tmp_path / "other"
     export_checkpoint(str(make_tiny_checkpoint(tmp_path / "ckpt", seed=7)), other, precisions=("fp32",))

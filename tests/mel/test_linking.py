@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mel.linking import LinkOptions, link_documents
 from mel.retrieval import Retriever
 from mel.streams import JsonlWriter
-from mel_cli import main
+from mel.cli import main
 
 KB = [
     ("Q90", "en", "Paris", "capital and largest city of France"),
@@ -92,7 +92,7 @@ def test_zstd_in_by_content_and_out_by_name(label_index, tmp_path):
 
 def test_stdin_to_stdout_pipeline_in_a_real_process(label_index, tmp_path):
     data = write_corpus(tmp_path / "in.jsonl").read_bytes()
-    done = subprocess.run([sys.executable, "-m", "mel_cli", "link", "-", "--index", str(label_index), "-q"],
+    done = subprocess.run([sys.executable, "-m", "mel", "link", "-", "--index", str(label_index), "-q"],
                           input=data, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert [r["id"] for r in read_lines(done.stdout)] == [r["id"] for r in CORPUS]
@@ -100,7 +100,7 @@ def test_stdin_to_stdout_pipeline_in_a_real_process(label_index, tmp_path):
 
 def test_broken_pipe_ends_quietly(label_index, tmp_path):
     many = write_corpus(tmp_path / "in.jsonl", CORPUS * 400).read_bytes()
-    shell = f"{sys.executable} -m mel_cli link - --index {label_index} | head -n 2"
+    shell = f"{sys.executable} -m mel link - --index {label_index} | head -n 2"
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], input=many, capture_output=True,
                           timeout=300)
     assert len(done.stdout.decode().splitlines()) == 2

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mel_cli import main as mel_main
-from mel_cli.manpages import _commands, render_all
+from mel.cli import main as mel_main
+from mel.cli.manpages import _commands, render_all
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = list(_commands(mel_main, ("mel",)))

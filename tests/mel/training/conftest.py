@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_tiny_checkpoint
-from train_helpers import write_dataset
+from tests.mel.training.train_helpers import write_dataset
 
 pytest.importorskip("torch")
 

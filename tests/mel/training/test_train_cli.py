@@ -9,8 +9,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from mel_cli.errors import run_command_group
-from mel_cli.train import train
+from mel.cli.errors import run_command_group
+from mel.cli.train import train
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

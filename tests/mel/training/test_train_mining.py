@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexes import Index, IndexSettings, IndexWriter
+from mel.indexes import Index, IndexSettings, IndexWriter
 from mel.errors import InputError
 from mel.training.mining import MiningStats, NegativeMiner
 

@@ -6,11 +6,11 @@ import numpy as np
 import orjson
 import pytest
 
-from exporters.checkpoints import load_checkpoint
+from mel.exporters.checkpoints import load_checkpoint
 from mel.errors import InputError
 from mel.models import ModelFolder
 from mel.training.loop import train
-from train_helpers import fast_settings
+from tests.mel.training.train_helpers import fast_settings
 
 pytestmark = pytest.mark.slow
 

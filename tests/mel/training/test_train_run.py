@@ -7,13 +7,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from exporters.checkpoints import load_checkpoint
+from mel.exporters.checkpoints import load_checkpoint
 from mel.encoding import Encoder
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
 from mel.training.loop import train
-from mel_cli import main
-from train_helpers import LABELS, entities, fast_settings
+from mel.cli import main
+from tests.mel.training.train_helpers import LABELS, entities, fast_settings
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.checkpoints import load_checkpoint
-from exporters.model_folder import write_model_folder
+from mel.exporters.checkpoints import load_checkpoint
+from mel.exporters.model_folder import write_model_folder
 from mel.encoding import Encoder
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
