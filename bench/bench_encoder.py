@@ -95,7 +95,8 @@ def main() -> int:
     int8 = Encoder(folder, device="cpu", precision="int8", threads=args.threads, batch_size=args.batch_size)
     inputs = make_inputs(fp32, args.texts, args.length)
     results = {"texts": args.texts, "tokens_per_text": args.length, "threads": args.threads,
-               "batch_size": args.batch_size, "model": f"{folder.manifest.source} (sha256 {folder.manifest.checksum[:12]})", "cpu": platform.processor() or platform.machine()}
+               "batch_size": args.batch_size, "cpu": platform.processor() or platform.machine(),
+               "model": f"{folder.manifest.source} (sha256 {folder.manifest.checksum[:12]})"}
     results["onnx_fp32_texts_per_s"], ref = rate(fp32.encode_ids, inputs, args.batch_size)
     results["onnx_int8_texts_per_s"], got = rate(int8.encode_ids, inputs, args.batch_size)
     cosine = (ref * got).sum(axis=1)

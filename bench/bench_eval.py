@@ -201,7 +201,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     model = resolve_model(None, announce=lambda m: print(m, file=sys.stderr))
     names = entity_names(args.entities)
-    results: dict = {"entities": args.entities, "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})", "precision": "int8",
+    results: dict = {"entities": args.entities, "precision": "int8",
+                     "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})",
                      "threads": len(os.sched_getaffinity(0)), "load_average_at_start": os.getloadavg(),
                      "runs": []}
     kb, index, aliases = work / "kb.jsonl", work / f"index-{args.entities}", work / "aliases"

@@ -28,8 +28,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mel.indexes import Index, IndexSettings, IndexWriter  # noqa: E402
 from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
+from mel.indexes import Index, IndexSettings, IndexWriter  # noqa: E402
 
 
 class PeakMemory:

@@ -61,8 +61,8 @@ def _words(text: str):
 
 
 def make_index(folder: Path, entries: int, model_dir: Path) -> None:
-    from mel.indexes.builder import EntryBatch, build_index
     from mel.encoding import Encoder
+    from mel.indexes.builder import EntryBatch, build_index
     from mel.indexing import model_record
     from mel.models import ModelFolder
 
@@ -78,7 +78,7 @@ def make_index(folder: Path, entries: int, model_dir: Path) -> None:
             yield EntryBatch(vectors.astype(np.float32), qids, "description", "en", [""] * n)
 
     build_index(folder, batches, dim=encoder.dim, extra={"model": model_record(encoder),
-                                                         "query_encoding": "context"}, quiet=True)
+                                                         "query_encoding": "context"})
 
 
 def run_one(corpus: str, index: str, out: str) -> None:
@@ -117,7 +117,8 @@ def main() -> int:
         started = time.perf_counter()
         make_index(index, args.entries, model.path)
         print(f"built a {args.entries:,}-entry index in {time.perf_counter() - started:.0f}s", file=sys.stderr)
-    results = {"entries": args.entries, "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})", "precision": "int8",
+    results = {"entries": args.entries, "precision": "int8",
+               "model": f"{model.manifest.source} (sha256 {model.manifest.checksum[:12]})",
                "threads": len(os.sched_getaffinity(0)), "runs": []}
     for size in [int(s) for s in args.mentions.split(",")]:
         corpus = work / f"corpus-{size}.jsonl"

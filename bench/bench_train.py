@@ -34,9 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
 from mel.exporters.checkpoints import BertConfig, BertWeights  # noqa: E402
 from mel.indexes import Index, IndexSettings, IndexWriter  # noqa: E402
-from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
 from mel.training.batches import RoundBatches  # noqa: E402
 from mel.training.distributed import choose_device  # noqa: E402
 from mel.training.kb_store import KBStore  # noqa: E402
@@ -55,7 +55,8 @@ def lealla_small_weights(vocab: int, seed: int = 0) -> BertWeights:
     rng = np.random.default_rng(seed)
     h, i = config.hidden_size, config.intermediate_size
     shapes = {"embeddings.word_embeddings.weight": (vocab, h), "embeddings.position_embeddings.weight": (512, h),
-              "embeddings.token_type_embeddings.weight": (2, h), "pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
+              "embeddings.token_type_embeddings.weight": (2, h), "pooler.dense.weight": (h, h),
+              "pooler.dense.bias": (h,)}
     for n in range(config.num_hidden_layers):
         p = f"encoder.layer.{n}."
         for name in ("query", "key", "value"):
@@ -126,9 +127,10 @@ def bench_mining(model, args, device, work: Path) -> dict:
     vectors = rng.standard_normal((args.kb_size, 128)).astype(np.float32)
     qids = np.arange(1, args.kb_size + 1, dtype=np.int64)
     started = time.perf_counter()
-    with IndexWriter(work / "index", 128, settings=IndexSettings(), quiet=True) as writer:
+    with IndexWriter(work / "index", 128, settings=IndexSettings()) as writer:
         for lo in range(0, args.kb_size, 65536):
-            writer.add(vectors[lo:lo + 65536], qids[lo:lo + 65536], "description", "es", [""] * len(qids[lo:lo + 65536]))
+            chunk = slice(lo, lo + 65536)
+            writer.add(vectors[chunk], qids[chunk], "description", "es", [""] * len(qids[chunk]))
     build_seconds = time.perf_counter() - started
     index = Index(work / "index")
     tokens, lengths = random_windows(rng, args.mentions, args.vocab)

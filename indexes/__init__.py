@@ -17,9 +17,10 @@ Check and describe: `verify(folder, sample=1000)`, `info(folder)`.
 
 from mel.indexes.builder import EntryBatch, IndexWriter, build_index, partial_folder
 from mel.indexes.manifest import FORMAT, KINDS, IndexCounts, IndexManifest, ShardRecord, read_manifest
-from mel.indexes.scann_settings import IndexSettings, ShardSearchConfig, scann_available, shard_search_config
+from mel.indexes.scann_backend import scann_available
 from mel.indexes.searcher import Index, SearchResult, open_index
-from mel.indexes.store import Entry, parse_qids, qid_to_int, qid_to_str
+from mel.indexes.settings import IndexSettings, ShardSearchConfig, shard_search_config
+from mel.indexes.store import Entry
 from mel.indexes.verify import IndexInfo, ShardInfo, VerifyReport, info, verify
 
 __all__ = [
@@ -41,10 +42,7 @@ __all__ = [
     "build_index",
     "info",
     "open_index",
-    "parse_qids",
     "partial_folder",
-    "qid_to_int",
-    "qid_to_str",
     "read_manifest",
     "scann_available",
     "shard_search_config",

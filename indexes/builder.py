@@ -22,17 +22,15 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
+from mel.artifacts import command_line, read_json, sha256_file, tool_versions, write_json
+from mel.errors import ArtifactError, InputError, RecordError
 from mel.indexes.manifest import (
     FORMAT,
     KINDS,
@@ -46,32 +44,28 @@ from mel.indexes.manifest import (
     file_records,
     files_match,
 )
-from mel.indexes.scann_settings import (
-    IndexSettings,
-    build_scann_searcher,
-    save_scann_searcher,
-    scann_available,
-    shard_search_config,
-)
+from mel.indexes.scann_backend import build_scann_searcher, save_scann_searcher, scann_available
+from mel.indexes.settings import IndexSettings, shard_search_config
 from mel.indexes.store import (
     KIND_DTYPE,
     LABELS_SPILL,
     LANG_DTYPE,
-    QID_DTYPE,
     VECTOR_DTYPE,
     VECTORS_FILE,
     ShardSpill,
     load_npy,
-    parse_qids,
     same_npy_rows,
 )
-from mel.artifacts import command_line, read_json, sha256_file, tool_versions, write_json
-from mel.errors import ArtifactError, InputError
+from mel.qids import QID_DTYPE, parse_qids
 
 BUILD_STATE_FILE = "build.json"
 _BUILD_STATE_FORMAT = FORMAT + ".partial"
 _SCANN_FOLDER = "scann"
 _MAX_LANGUAGES = int(np.iinfo(LANG_DTYPE).max)
+
+
+class NoEntries(InputError):
+    """The build was given no entry at all (nothing to index)."""
 
 
 def partial_folder(folder: str | os.PathLike) -> Path:
@@ -95,20 +89,27 @@ class EntryBatch:
     labels: Sequence[str]
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} entries/s" if speed else "… entries/s", style="progress.data.speed")
+class BuildProgress:
+    """What an index build reports as it goes; the default reports nothing.
 
+    The command line shows it as a progress bar (mel.cli.progress); a library
+    caller may subclass it, or pass None.
+    """
 
-def _stderr_console() -> Console:
-    # A duplicate of the stderr descriptor: progress stays visible while the
-    # real fd 2 is pointed at a log file during ScaNN training.
-    try:
-        handle = open(os.dup(sys.stderr.fileno()), "w", buffering=1)
-    except (AttributeError, OSError, ValueError):
-        return Console(stderr=True)
-    return Console(file=handle)
+    def start(self, done: int, total: int | None) -> None:
+        """The build starts (or resumes) with `done` entries already stored."""
+
+    def advance(self, entries: int) -> None:
+        """`entries` more entries are stored."""
+
+    def status(self, text: str) -> None:
+        """What the build is doing now ("shard-00001: training ScaNN (tree ah)")."""
+
+    def note(self, text: str) -> None:
+        """Something the user should be told (ScaNN missing, an old partial build removed)."""
+
+    def stop(self) -> None:
+        """The build finished or stopped."""
 
 
 def _shard_counts(folder: Path, rows: int, languages: list[str]) -> dict[str, dict[str, int]]:
@@ -134,7 +135,7 @@ class IndexWriter:
         extra: dict | None = None,
         resume: bool = False,
         force: bool = False,
-        quiet: bool = False,
+        progress: BuildProgress | None = None,
         total: int | None = None,
         checkpoint_seconds: float = 30.0,
     ):
@@ -154,8 +155,7 @@ class IndexWriter:
         self.partial = partial_folder(self.folder)
         self.checkpoint_seconds = checkpoint_seconds
         self.manifest: IndexManifest | None = None
-        self._progress = None
-        self._console = None
+        self._progress = progress or BuildProgress()
         self.reused_shards = 0
         self.reused_rows = 0
         self._spill: ShardSpill | None = None
@@ -175,22 +175,9 @@ class IndexWriter:
             self._write_state()
         self._lang_codes = {lang: code for code, lang in enumerate(self._languages)}
 
-        if not quiet:
-            self._console = _stderr_console()
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:,.0f}{task.fields[of]} entries"),
-                _RateColumn(),
-                TimeElapsedColumn(),
-                console=self._console,
-            )
-            for note in self.notes:
-                self._console.print(f"[yellow]note:[/] {note}")
-            self._task = self._progress.add_task(
-                "indexing", total=total, completed=self.entries_done, of=f" / {total:,}" if total else ""
-            )
-            self._progress.start()
+        for note in self.notes:
+            self._progress.note(note)
+        self._progress.start(self.entries_done, total)
         if self._spill is not None and self._spill.rows >= self.settings.shard_size:
             try:
                 self._finish_shard()  # resumed after the last shard's rows were all spilled
@@ -209,7 +196,8 @@ class IndexWriter:
     def _state(self) -> dict:
         current = None
         if self._spill is not None:
-            current = {"name": self._spill.folder.name, "rows": self._spill.rows, "labels_bytes": self._spill.labels.size}
+            spill = self._spill
+            current = {"name": spill.folder.name, "rows": spill.rows, "labels_bytes": spill.labels.size}
         return {
             "format": _BUILD_STATE_FORMAT,
             "dim": self.dim,
@@ -270,7 +258,8 @@ class IndexWriter:
         if keep_current:
             folder = self.partial / current["name"]
             rows = min(int(current["rows"]), ShardSpill.rows_on_disk(folder, self.dim))
-            labels_ok = (folder / LABELS_SPILL).is_file() and (folder / LABELS_SPILL).stat().st_size >= current["labels_bytes"]
+            labels = folder / LABELS_SPILL
+            labels_ok = labels.is_file() and labels.stat().st_size >= current["labels_bytes"]
             if rows == int(current["rows"]) and labels_ok and rows > 0:
                 shutil.rmtree(folder / _SCANN_FOLDER, ignore_errors=True)
                 self._spill = ShardSpill(folder, self.dim, rows, int(current["labels_bytes"]))
@@ -330,7 +319,10 @@ class IndexWriter:
             raise RuntimeError("IndexWriter is closed")
         vectors = self._check_vectors(vectors)
         n = len(vectors)
-        qid_array = parse_qids(qids)
+        try:
+            qid_array = parse_qids(qids)
+        except RecordError as exc:
+            raise InputError(str(exc)) from None
         if len(qid_array) != n or len(labels) != n:
             raise InputError(f"{len(qid_array)} QIDs and {len(labels)} labels for {n} vectors")
         kind_codes = self._codes(kinds, n, "kinds")
@@ -347,8 +339,7 @@ class IndexWriter:
                 vectors[start:stop], qid_array[start:stop], kind_codes[start:stop],
                 lang_codes[start:stop], label_list[start:stop],
             )  # fmt: skip
-            if self._progress is not None:
-                self._progress.advance(self._task, stop - start)
+            self._progress.advance(stop - start)
             start = stop
             if self._spill.rows >= self.settings.shard_size:
                 self._finish_shard()
@@ -361,8 +352,7 @@ class IndexWriter:
     # -- finishing ---------------------------------------------------------
 
     def _status(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
+        self._progress.status(text)
 
     def _finish_shard(self) -> None:
         spill = self._spill
@@ -414,15 +404,19 @@ class IndexWriter:
             qids = np.union1d(qids, shard_qids)
         return qids.astype(QID_DTYPE, copy=False)
 
-    def close(self) -> IndexManifest:
-        """Finish the last shard, write the manifest and move the index into place."""
+    def close(self, late_extra: dict | None = None) -> IndexManifest:
+        """Finish the last shard, write the manifest and move the index into place.
+
+        `late_extra` adds manifest fields known only at the end (what a reader
+        skipped); unlike `extra`, they are not compared when a build resumes.
+        """
         if self._closed:
             return self.manifest
         try:
             if self._spill is not None and self._spill.rows > 0:
                 self._finish_shard()
             if not self._shards:
-                raise InputError("no entries were added: an index needs at least one entry")
+                raise NoEntries("no entries were added: an index needs at least one entry")
             qid_set = self._qid_set()
             qid_set_path = self.partial / QID_SET_FILE
             np.save(qid_set_path, qid_set, allow_pickle=False)
@@ -437,8 +431,8 @@ class IndexWriter:
                 settings=self.settings,
                 tool_versions=tool_versions(),
                 command=command_line(),
-                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                extra=self.extra,
+                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                extra={**self.extra, **check_extra(late_extra or {})},
             )
             write_json(self.partial / MANIFEST_FILE, manifest.to_json())
             (self.partial / BUILD_STATE_FILE).unlink()
@@ -476,13 +470,9 @@ class IndexWriter:
         self._stop_progress()
 
     def _stop_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            if self._console.file is not sys.stderr:
-                self._console.file.close()
+        self._progress.stop()
 
-    def __enter__(self) -> "IndexWriter":
+    def __enter__(self) -> IndexWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -501,13 +491,18 @@ def build_index(
     extra: dict | None = None,
     resume: bool = False,
     force: bool = False,
-    quiet: bool = False,
+    progress: BuildProgress | None = None,
     total: int | None = None,
+    late_extra: Callable[[], dict] | None = None,
 ) -> IndexManifest:
-    """Build an index from `batches(start)`, which yields entries from entry `start` on."""
-    with IndexWriter(
-        folder, dim, settings=settings, extra=extra, resume=resume, force=force, quiet=quiet, total=total
-    ) as writer:
+    """Build an index from `batches(start)`, which yields entries from entry `start` on;
+    `late_extra()` gives manifest fields known once every batch is in."""
+    writer = IndexWriter(folder, dim, settings=settings, extra=extra, resume=resume, force=force, progress=progress,
+                         total=total)
+    try:
         for batch in batches(writer.entries_done):
             writer.add_batch(batch)
-    return writer.manifest
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(late_extra() if late_extra else None)

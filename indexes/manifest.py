@@ -20,14 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mel.indexes.scann_settings import IndexSettings, ShardSearchConfig
 from mel.artifacts import read_json, sha256_file
 from mel.errors import ArtifactError
+from mel.indexes.settings import IndexSettings, ShardSearchConfig
 
 FORMAT = "mel.index.v1"
 MANIFEST_FILE = "manifest.json"
 QID_SET_FILE = "qids.npy"  # sorted distinct QIDs of the whole index
+# Entry kinds, and how a query must be encoded to search each: the mention in its
+# context window, or the mention string alone (docs/formats.md).
 KINDS = ("description", "context", "label")
+QUERY_ENCODINGS = ("context", "string")
+QUERY_ENCODING_OF_KIND = {"description": "context", "context": "context", "label": "string"}
 METRIC = "dot_product"
 
 
@@ -40,7 +44,7 @@ class FileRecord:
         return {"sha256": self.sha256, "bytes": self.bytes}
 
     @classmethod
-    def from_json(cls, data: dict) -> "FileRecord":
+    def from_json(cls, data: dict) -> FileRecord:
         return cls(str(data["sha256"]), int(data["bytes"]))
 
 
@@ -74,7 +78,7 @@ class ShardRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "ShardRecord":
+    def from_json(cls, data: dict) -> ShardRecord:
         return cls(
             name=str(data["name"]),
             first_entry=int(data["first_entry"]),
@@ -95,7 +99,7 @@ class IndexCounts:
     by_kind_language: dict[str, dict[str, int]]
 
     @classmethod
-    def from_shards(cls, shards: list[ShardRecord] | tuple[ShardRecord, ...], qids: int) -> "IndexCounts":
+    def from_shards(cls, shards: list[ShardRecord] | tuple[ShardRecord, ...], qids: int) -> IndexCounts:
         by_kind_language: dict[str, dict[str, int]] = {}
         for shard in shards:
             for kind, by_lang in shard.counts.items():
@@ -120,7 +124,7 @@ class IndexCounts:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "IndexCounts":
+    def from_json(cls, data: dict) -> IndexCounts:
         return cls(
             int(data["entries"]),
             int(data["qids"]),
@@ -175,7 +179,7 @@ class IndexManifest:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "IndexManifest":
+    def from_json(cls, data: dict) -> IndexManifest:
         return cls(
             dim=int(data["dim"]),
             kinds=tuple(data["kinds"]),

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from mel.indexes.manifest import QID_SET_FILE, IndexManifest, ShardRecord, read_manifest
-from mel.indexes.scann_settings import load_scann_searcher, refuse_pickles, scann_available
-from mel.indexes.store import QID_DTYPE, VECTOR_DTYPE, Entry, ShardTables, load_npy, parse_qids, qid_to_str
 from mel.errors import ArtifactError
+from mel.indexes.manifest import QID_SET_FILE, IndexManifest, ShardRecord, read_manifest
+from mel.indexes.scann_backend import load_scann_searcher, refuse_pickles, scann_available
+from mel.indexes.store import VECTOR_DTYPE, Entry, ShardTables, load_npy
+from mel.qids import QID_DTYPE, parse_qids, qid_to_str
 
 _SCORE_PAD = -np.inf
 _EXACT_CHUNK_FLOATS = 1 << 24  # 64 MiB of float32 scores per matrix product

@@ -18,22 +18,20 @@ and an interrupted build can keep every row that reached disk.
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import orjson
 
-from mel.errors import ArtifactError, InputError
+from mel.errors import ArtifactError
+from mel.qids import QID_DTYPE
 
-QID_DTYPE = np.dtype("<i8")
 KIND_DTYPE = np.dtype("u1")
 LANG_DTYPE = np.dtype("<u2")
 VECTOR_DTYPE = np.dtype("<f4")
 
-TABLE_FILES = ("qids.npy", "kinds.npy", "langs.npy")
 LABELS_FILE = "labels.json"
 LABELS_SPILL = "labels.jsonl"
 VECTORS_FILE = "vectors.npy"
@@ -43,37 +41,6 @@ VECTORS_FILE = "vectors.npy"
 # rewritten in place once the final row count is known.
 _NPY_HEADER_BYTES = 128
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
-
-_QID_PATTERN = re.compile(r"Q([1-9][0-9]*)")
-
-
-def qid_to_int(qid: str | int) -> int:
-    """'Q90' -> 90; an int passes through (must be positive)."""
-    if isinstance(qid, (int, np.integer)) and not isinstance(qid, bool):
-        if qid <= 0:
-            raise InputError(f"QID {qid!r} is not a positive integer")
-        return int(qid)
-    if isinstance(qid, str):
-        match = _QID_PATTERN.fullmatch(qid)
-        if match:
-            return int(match.group(1))
-    raise InputError(f"QID {qid!r} is not of the form Q<number>")
-
-
-def qid_to_str(qid: int) -> str:
-    return f"Q{int(qid)}"
-
-
-def parse_qids(qids: Iterable[str | int] | np.ndarray) -> np.ndarray:
-    """QIDs as strings ('Q90') or integers -> int64 array."""
-    if isinstance(qids, np.ndarray) and qids.dtype.kind in "iu":
-        array = qids.astype(QID_DTYPE, copy=False).reshape(-1)
-        if array.size and array.min() <= 0:
-            bad = array[array <= 0][0]
-            raise InputError(f"QID {int(bad)} is not a positive integer")
-        return array
-    return np.fromiter((qid_to_int(q) for q in qids), dtype=QID_DTYPE)
-
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     text = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': {shape!r}, }}"
@@ -240,7 +207,8 @@ def npy_chunks(path: Path, chunk_rows: int = 1 << 15, start: int = 0, stop: int 
     with open(path, "rb") as handle:
         try:
             version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            formats = np.lib.format
+            read_header = formats.read_array_header_1_0 if version == (1, 0) else formats.read_array_header_2_0
             shape, fortran, dtype = read_header(handle)
         except ValueError as exc:
             raise ArtifactError(f"{path}: not a readable .npy file ({exc})") from None
@@ -312,7 +280,7 @@ class Entry:
         return {"entry_id": self.entry_id, "qid": self.qid, "kind": self.kind, "lang": self.lang, "label": self.label}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Entry":
+    def from_json(cls, data: dict) -> Entry:
         return cls(int(data["entry_id"]), data["qid"], data["kind"], data["lang"], data["label"])
 
 

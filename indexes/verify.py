@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mel.indexes.manifest import MANIFEST_FILE, read_manifest
-from mel.indexes.scann_settings import find_pickles, scann_available
-from mel.indexes.searcher import Index
 from mel.artifacts import folder_size, sha256_file
 from mel.errors import MelError
+from mel.indexes.manifest import MANIFEST_FILE, read_manifest
+from mel.indexes.scann_backend import find_pickles, scann_available
+from mel.indexes.searcher import Index
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class VerifyReport:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "VerifyReport":
+    def from_json(cls, data: dict) -> VerifyReport:
         fields = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in fields}
         values["problems"] = tuple(values.get("problems", ()))
@@ -169,7 +169,8 @@ def info(folder: str | os.PathLike) -> IndexInfo:
         languages=counts.by_language,
         by_kind_language=counts.by_kind_language,
         shards=tuple(
-            ShardInfo(shard.name, shard.entries, shard.search.algorithm, shard.search.num_leaves, shard.search.leaves_to_search)
+            ShardInfo(shard.name, shard.entries, shard.search.algorithm, shard.search.num_leaves,
+                      shard.search.leaves_to_search)
             for shard in manifest.shards
         ),
         model=manifest.model,

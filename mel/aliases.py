@@ -35,16 +35,18 @@ import io
 import os
 import tempfile
 from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import zstandard
 
 from mel.artifacts import atomic_folder, command_line, read_json, sha256_file, tool_versions, write_json
+from mel.damuel import WIKI_ORIGINS, find_damuel_parts
 from mel.errors import ArtifactError, InputError
-from mel.kb import WIKI_ORIGINS, find_damuel_parts, read_training_mentions
+from mel.kb import read_training_mentions
+from mel.qids import qid_to_str
 from mel.streams import SkipReport, is_stdio
 
 FORMAT = "mel.aliases.v1"
@@ -124,7 +126,7 @@ class AliasTable:
         self._totals: np.ndarray | None = None
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "AliasTable":
+    def open(cls, folder: str | os.PathLike) -> AliasTable:
         return cls(folder)
 
     @property
@@ -166,7 +168,7 @@ class AliasTable:
         row = self.find(self.normalize(text))
         if row < 0:
             return []
-        return [(f"Q{q}", int(c)) for q, c in zip(self.qids_of(row), self.counts_of(row))]
+        return [(qid_to_str(q), int(c)) for q, c in zip(self.qids_of(row), self.counts_of(row))]
 
     def contains(self, qids: np.ndarray) -> np.ndarray:
         """Whether each QID (int64) is the target of some alias."""
@@ -203,10 +205,6 @@ class AliasTable:
     def describe(self) -> dict:
         return {"path": str(self.folder), "manifest_sha256": self.checksum, "settings": self.manifest["settings"],
                 "counts": self.manifest["counts"], "languages": self.languages}
-
-
-def open_alias_table(folder: str | os.PathLike) -> AliasTable:
-    return AliasTable(folder)
 
 
 # --- building -----------------------------------------------------------------
@@ -330,7 +328,7 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
         spill_dir.rmdir()
         manifest = {
             "format": FORMAT,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command": command_line(),
             "tool_versions": tool_versions(),
             "sources": source_records,

@@ -28,8 +28,9 @@ Output, one record per input record, in input order:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from mel.records import Document, Prediction, RecordError
 from mel.streams import BadLine, iter_lines, parse_json_object

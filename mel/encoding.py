@@ -9,7 +9,7 @@ onnxruntime has it; the precision variant follows the device unless given
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -17,9 +17,7 @@ from tokenizers import Tokenizer
 from mel.errors import ModelError
 from mel.mentions import MentionSpan, MentionTokenizer
 from mel.models import ModelFolder
-from mel.runtime import cuda_devices, load_onnxruntime, preload_cuda_libraries
-
-DEVICES = ("auto", "cpu", "cuda")
+from mel.runtime import DEVICES, cuda_devices, load_onnxruntime, preload_cuda_libraries
 
 
 def choose_device(device: str) -> str:
@@ -112,42 +110,5 @@ class Encoder:
     def encode_entities(self, labels: Sequence[str], descriptions: Sequence[str]) -> np.ndarray:
         return self.encode_ids(self.tokens.entities(labels, descriptions))
 
-    def encode_strings(self, strings: Sequence[str], role: str = "mention") -> np.ndarray:
-        return self.encode_ids(self.tokens.strings(strings, role))
-
     def encode_texts(self, texts: Sequence[str], role: str | None = None) -> np.ndarray:
         return self.encode_ids(self.tokens.texts(texts, role))
-
-
-def embed_lines(model: str, stream, output: str | None, *, role: str | None, precision: str = "auto",
-                device: str = "auto", threads: int | None = None, out=None) -> int:
-    """`mel model embed`: embed each line of `stream`; .npy to `output`, else JSON lines to `out`."""
-    import sys
-
-    import orjson
-
-    from mel.artifacts import atomic_file
-    from mel.errors import InputError
-    from mel.model_cache import resolve_model
-
-    texts = []
-    for number, raw in enumerate(stream, start=1):
-        try:
-            texts.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"stdin line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if not texts:
-        raise InputError("no input: give one text a line on stdin")
-    encoder = Encoder(resolve_model(model, announce=lambda m: print(m, file=sys.stderr)), device=device,
-                      precision=precision, threads=threads)
-    vectors = encoder.encode_texts(texts, role)
-    if output:
-        with atomic_file(output) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, vectors)
-    else:
-        out = out or sys.stdout.buffer
-        for row in vectors:
-            out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
-        out.flush()
-    return len(texts)

@@ -23,3 +23,11 @@ class ModelError(MelError):
 
 class ArtifactError(MelError):
     """An artifact on disk is missing, malformed, or fails its checksum."""
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; the message is the reason, for a human.
+
+    Readers catch it per record (counted, reported with file and line, skipped);
+    it is not a MelError because one bad record does not end a run.
+    """

@@ -1,4 +1,4 @@
-"""`mel eval`: recall@K of a ranking method on Mewsli-9 or on mel documents with gold QIDs.
+"""`mel eval` and `mel train --eval`: recall@K of a ranking method on gold mentions.
 
 R@K is the share of mentions whose gold QID is among the top K distinct QIDs
 (docs/method.md), per language, micro-averaged (over all mentions) and
@@ -7,26 +7,24 @@ Mewsli-9 frequency bin and by `qid_in_refs`. The upper bound is the share of
 mentions whose gold QID is in the method's KB at all (the index, or the alias
 table's targets).
 
-Mentions are streamed (one Mewsli-9 document, or one JSON line, at a time)
-and ranked in chunks; a reader thread reads, checks and tokenises the next
-chunk while the main thread encodes and searches the current one, so memory
-is flat in the number of mentions.
+Gold mentions come from Mewsli-9 folders or mel documents JSON Lines, one
+document at a time, and flow through the one streaming pipeline
+(`mel.pipeline`), so memory is flat in the number of mentions.
 
-A Mewsli-9 mention whose text file is missing or whose span does not spell
-the mention cannot be linked: it is counted as a miss (and the report says
-how many), or left out of every count with `skip_bad`.
+One rule for mentions that cannot be linked (text missing, span not spelling
+the mention): they count as misses (and the report says how many and why), or
+are left out of every count with `skip_bad`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
-import queue
-import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,7 +34,10 @@ from mel.documents import BadRecord, read_documents
 from mel.errors import InputError
 from mel.mentions import MentionSpan
 from mel.mewsli import iter_document_runs, mentions_checksums, mewsli_languages
-from mel.records import qid_to_int
+from mel.pipeline import run_stream
+from mel.qids import qid_to_int
+from mel.rankers import Ranker, Ranking
+from mel.records import MentionProblem
 from mel.streams import SkipReport, display_name, is_stdio
 
 REPORT_FORMAT = "mel.eval.v1"
@@ -44,6 +45,7 @@ DEFAULT_KS = (1, 10, 100)
 # Mewsli-9's freq_bin: how often Botha et al.'s training set links the entity.
 FREQ_BINS = {"0": "0 (unseen)", "1": "1-9", "2": "10-99", "3": "100-999", "4": "1,000-9,999", "5": "10,000+"}
 MAX_EXAMPLES = 10
+EVAL_KINDS = ("mewsli9", "jsonl")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,34 @@ class EvalMention:
     span: MentionSpan | None
     freq_bin: int | None = None
     qid_in_refs: bool | None = None
-    problem: str | None = None
+    problem: MentionProblem | None = None
     location: str = ""
+
+
+@dataclass(frozen=True)
+class EvalDocument:
+    """The gold mentions of one document (rankers may look at a document's other mentions)."""
+
+    mentions: tuple[EvalMention, ...]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """A gold set: `mewsli9:DIR` (a dataset folder, or one language folder of it) or
+    `jsonl:FILE` (mel documents with gold "qid" on mentions)."""
+
+    kind: str
+    path: str
+
+    @classmethod
+    def parse(cls, text: str) -> EvalSpec:
+        kind, sep, path = text.partition(":")
+        if not sep or kind not in EVAL_KINDS or not path:
+            raise InputError(f"--eval {text!r}: expected mewsli9:DIR or jsonl:FILE")
+        return cls(kind, path)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}"
 
 
 # --- sources ------------------------------------------------------------------
@@ -88,9 +116,9 @@ class SourceNotes:
     without_gold: int = 0
 
 
-def mewsli_mentions(root: Path, langs: Sequence[str], *, report: SkipReport, notes: SourceNotes,
-                    check_md5: bool = True) -> Iterator[EvalMention]:
-    """Every mention of the languages, document by document (streamed)."""
+def mewsli_documents(root: Path, langs: Sequence[str], *, report: SkipReport, notes: SourceNotes,
+                     check_md5: bool = True) -> Iterator[EvalDocument]:
+    """Every document of the languages with its mentions (streamed)."""
     for lang in langs:
         tsv = root / lang / "mentions.tsv"
         for document in iter_document_runs(root, lang, report=report, check_md5=check_md5):
@@ -99,20 +127,21 @@ def mewsli_mentions(root: Path, langs: Sequence[str], *, report: SkipReport, not
                 notes.md5_mismatches += 1
                 if len(notes.md5_examples) < MAX_EXAMPLES:
                     notes.md5_examples.append(f"{root / lang / 'text' / document.docid}: {document.problem}")
-            for m in document.mentions:
-                usable = m.problem is None
-                yield EvalMention(
-                    lang=lang, gold=qid_to_int(m.qid),
-                    span=MentionSpan(document.text, m.position, m.end) if usable else None,
-                    freq_bin=m.freq_bin, qid_in_refs=m.qid_in_refs, problem=m.problem, location=f"{tsv}:{m.row}")
+            yield EvalDocument(tuple(
+                EvalMention(lang=lang, gold=qid_to_int(m.qid),
+                            span=None if m.problem is not None else MentionSpan(document.text or "", m.position,
+                                                                                  m.end, lang),
+                            freq_bin=m.freq_bin, qid_in_refs=m.qid_in_refs, problem=m.problem,
+                            location=f"{tsv}:{m.row}")
+                for m in document.mentions))
 
 
 def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def jsonl_mentions(path: str | os.PathLike, langs: Sequence[str] | None, *, report: SkipReport,
-                   notes: SourceNotes) -> Iterator[EvalMention]:
+def jsonl_documents(path: str | os.PathLike, langs: Sequence[str] | None, *, report: SkipReport,
+                    notes: SourceNotes) -> Iterator[EvalDocument]:
     """Mentions with a gold QID of mel documents; `freq_bin` and `qid_in_refs`
     are taken from a mention's fields when it has them. A document without
     "lang" is counted under "und"."""
@@ -128,6 +157,7 @@ def jsonl_mentions(path: str | os.PathLike, langs: Sequence[str] | None, *, repo
             continue
         notes.documents += 1
         raw_mentions = item.raw.get("mentions") if not item.inline else None
+        mentions = []
         for number, mention in enumerate(item.mentions):
             if mention.gold_qid is None:
                 notes.without_gold += 1
@@ -135,11 +165,26 @@ def jsonl_mentions(path: str | os.PathLike, langs: Sequence[str] | None, *, repo
                 continue
             raw = raw_mentions[number] if isinstance(raw_mentions, list) else {}
             in_refs = raw.get("qid_in_refs")
-            yield EvalMention(
-                lang=lang, gold=qid_to_int(mention.gold_qid), span=MentionSpan(item.text, mention.start, mention.end),
+            mentions.append(EvalMention(
+                lang=lang, gold=qid_to_int(mention.gold_qid),
+                span=MentionSpan(item.text, mention.start, mention.end, item.lang),
                 freq_bin=_optional_int(raw.get("freq_bin")),
                 qid_in_refs=in_refs if isinstance(in_refs, bool) else None,
-                location=f"{name}:{item.line_no}: mention {number + 1}")
+                location=f"{name}:{item.line_no}: mention {number + 1}"))
+        if mentions:
+            yield EvalDocument(tuple(mentions))
+
+
+def read_gold(spec: EvalSpec, report: SkipReport, notes: SourceNotes | None = None,
+              langs: Sequence[str] | None = None) -> Iterator[EvalDocument]:
+    """The documents of a gold set named by an EvalSpec (for `mel train --eval`)."""
+    notes = notes if notes is not None else SourceNotes()
+    if spec.kind == "mewsli9":
+        root, chosen = resolve_mewsli(spec.path, langs)
+        return mewsli_documents(root, chosen, report=report, notes=notes)
+    if not is_stdio(spec.path) and not Path(spec.path).is_file():
+        raise InputError(f"--eval {spec}: file not found")
+    return jsonl_documents(spec.path, langs, report=report, notes=notes)
 
 
 # --- counting -----------------------------------------------------------------
@@ -235,16 +280,6 @@ class Tally:
         return out
 
 
-def problem_kind(problem: str) -> str:
-    """A problem message (mel.mewsli) -> its category, for counts."""
-    for prefix, kind in (("text at ", "span does not match the text"), ("span ", "span outside the text"),
-                         ("text is not valid UTF-8", "text is not valid UTF-8"),
-                         ("docid ", "docid is not a file name")):
-        if problem.startswith(prefix):
-            return kind
-    return problem
-
-
 @dataclass
 class Unlinkable:
     """Mentions that could not be linked (missing text, span not matching)."""
@@ -255,58 +290,13 @@ class Unlinkable:
 
     def add(self, mention: EvalMention) -> None:
         self.count += 1
-        kind = problem_kind(mention.problem or "")
+        kind = mention.problem.kind.value if mention.problem is not None else "unknown"
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"{mention.location}: {mention.problem}")
 
 
 # --- running ------------------------------------------------------------------
-
-
-_END = object()
-
-
-def _background(items: Iterable, depth: int = 2) -> Iterator:
-    """Iterate `items` in a thread, `depth` ahead; its exceptions surface here."""
-    box: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        box.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer
-            failure.append(exc)
-        finally:
-            while not stop.is_set():
-                try:
-                    box.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-
-    thread = threading.Thread(target=produce, name="mel-eval-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = box.get()
-            if item is _END:
-                break
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-    if failure:
-        raise failure[0]
 
 
 @dataclass
@@ -322,20 +312,6 @@ class EvalOutcome:
         return self.tally.mentions
 
 
-def _chunks(mentions: Iterable[EvalMention], ranker, chunk_size: int) -> Iterator[tuple[list, list, object]]:
-    """(all mentions, linkable mentions, prepared queries) per chunk."""
-    chunk: list[EvalMention] = []
-    for mention in mentions:
-        chunk.append(mention)
-        if len(chunk) >= chunk_size:
-            usable = [m for m in chunk if m.span is not None]
-            yield chunk, usable, ranker.prepare([m.span for m in usable])
-            chunk = []
-    if chunk:
-        usable = [m for m in chunk if m.span is not None]
-        yield chunk, usable, ranker.prepare([m.span for m in usable])
-
-
 def gold_positions(ranked: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """Rank of each gold QID in its row of distinct QIDs, -1 when absent."""
     if len(gold) == 0:
@@ -344,31 +320,55 @@ def gold_positions(ranked: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return np.where(match.any(axis=1), match.argmax(axis=1), -1)
 
 
-def evaluate(mentions: Iterable[EvalMention], ranker, ks: Sequence[int] = DEFAULT_KS, *, skip_bad: bool = False,
-             chunk_size: int = 1024, progress: Callable[[int, str], None] | None = None) -> EvalOutcome:
+def _linkable_spans(documents: Sequence[EvalDocument]) -> list[MentionSpan]:
+    return [dataclasses.replace(m.span, doc=number) for number, document in enumerate(documents)
+            for m in document.mentions if m.span is not None]
+
+
+class _Counter:
+    """The consume stage: every mention into the tally (or the unlinkable count)."""
+
+    def __init__(self, ranker: Ranker, tally: Tally, unlinkable: Unlinkable, skip_bad: bool,
+                 progress: Callable[[int, str], None] | None):
+        self.ranker, self.tally, self.unlinkable, self.skip_bad = ranker, tally, unlinkable, skip_bad
+        self.progress = progress
+        self.done = self.ranked = 0
+
+    def __call__(self, documents: list[EvalDocument], ranking: Ranking) -> bool:
+        mentions = [m for document in documents for m in document.mentions]
+        usable = [m for m in mentions if m.span is not None]
+        gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
+        positions = iter(gold_positions(ranking.qids, gold).tolist())
+        counted = [m for m in mentions if m.span is not None or not self.skip_bad]
+        in_kb = iter(self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64,
+                                                   count=len(counted))).tolist())
+        for mention in mentions:
+            if mention.span is None:
+                self.unlinkable.add(mention)
+                if self.skip_bad:
+                    continue
+            self.tally.add(mention, next(positions) if mention.span is not None else -1, next(in_kb))
+        self.ranked += len(usable)
+        self.done += len(mentions)
+        if self.progress is not None and mentions:
+            self.progress(self.done, mentions[-1].lang)
+        return True
+
+
+def evaluate(documents: Iterable[EvalDocument], ranker: Ranker, ks: Sequence[int] = DEFAULT_KS, *,
+             skip_bad: bool = False, chunk_size: int = 1024,
+             progress: Callable[[int, str], None] | None = None) -> EvalOutcome:
     """Rank every mention with `ranker` and count hits at each K."""
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
         raise InputError("every K must be a positive integer")
     tally, unlinkable = Tally(ks), Unlinkable()
+    counter = _Counter(ranker, tally, unlinkable, skip_bad, progress)
     started = time.perf_counter()
-    done = ranked_count = 0
-    for chunk, usable, prepared in _background(_chunks(mentions, ranker, chunk_size)):
-        ranked = ranker.rank(prepared, ks[-1])
-        gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
-        positions = dict(zip(map(id, usable), gold_positions(ranked, gold).tolist()))
-        ranked_count += len(usable)
-        counted = [m for m in chunk if m.span is not None or not skip_bad]
-        in_kb = ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64, count=len(counted)))
-        for mention, known in zip(counted, in_kb.tolist()):
-            tally.add(mention, positions.get(id(mention), -1), known)
-        for mention in chunk:
-            if mention.span is None:
-                unlinkable.add(mention)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, chunk[-1].lang)
-    return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, ranked_count)
+    run_stream(documents, units=lambda document: len(document.mentions),
+               prepare=lambda group: ranker.prepare(_linkable_spans(group)),
+               rank=lambda prepared: ranker.rank(prepared, ks[-1]), consume=counter, chunk_size=chunk_size)
+    return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked)
 
 
 # --- the report ---------------------------------------------------------------
@@ -384,7 +384,7 @@ def jsonl_dataset_record(path: str, langs: Sequence[str] | None) -> dict:
             "sha256": None if is_stdio(path) else sha256_file(path), "languages": list(langs) if langs else None}
 
 
-def build_report(outcome: EvalOutcome, *, method: str, ranker, dataset: dict, parameters: dict,
+def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: dict, parameters: dict,
                  report: SkipReport, notes: SourceNotes) -> dict:
     """The JSON report: results, splits, upper bound, and what it takes to reproduce them."""
     tally = outcome.tally
@@ -407,12 +407,12 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker, dataset: dict, pa
         "source": {"documents": notes.documents, "text_md5_mismatches": notes.md5_mismatches,
                    "text_md5_examples": notes.md5_examples, "mentions_without_gold": notes.without_gold,
                    **report.to_json()},
-        "notes": list(getattr(ranker, "notes", [])),
+        "notes": list(ranker.notes),
         "timing": {"seconds": round(outcome.seconds, 3), "mentions": outcome.mentions,
                    "mentions_per_s": round(outcome.mentions / outcome.seconds, 1) if outcome.seconds > 0 else None},
         "mel_version": __version__,
         "tool_versions": tool_versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(),
     }
     if unlinkable.count and not outcome.excluded_unlinkable:
@@ -421,7 +421,7 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker, dataset: dict, pa
     return out
 
 
-def run_mewsli_eval(path: str, ranker, method: str, *, langs: Sequence[str] | None = None,
+def run_mewsli_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[str] | None = None,
                     ks: Sequence[int] = DEFAULT_KS, skip_bad: bool = False, check_md5: bool = True,
                     parameters: dict | None = None, report: SkipReport | None = None,
                     progress: Callable[[int, str], None] | None = None) -> dict:
@@ -430,7 +430,7 @@ def run_mewsli_eval(path: str, ranker, method: str, *, langs: Sequence[str] | No
     dataset = mewsli_dataset_record(root, langs, check_md5)
     report = report if report is not None else SkipReport(max_examples=MAX_EXAMPLES)
     notes = SourceNotes()
-    outcome = evaluate(mewsli_mentions(root, langs, report=report, notes=notes, check_md5=check_md5), ranker, ks,
+    outcome = evaluate(mewsli_documents(root, langs, report=report, notes=notes, check_md5=check_md5), ranker, ks,
                        skip_bad=skip_bad, progress=progress)
     if outcome.mentions == 0 and outcome.unlinkable.count == 0:
         raise InputError(f"{path}: no usable mentions (see the report above)")
@@ -438,14 +438,14 @@ def run_mewsli_eval(path: str, ranker, method: str, *, langs: Sequence[str] | No
                         report=report, notes=notes)
 
 
-def run_jsonl_eval(path: str, ranker, method: str, *, langs: Sequence[str] | None = None,
+def run_jsonl_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[str] | None = None,
                    ks: Sequence[int] = DEFAULT_KS, parameters: dict | None = None, report: SkipReport | None = None,
                    progress: Callable[[int, str], None] | None = None) -> dict:
     """`mel eval jsonl`: the report for mel documents whose mentions carry gold QIDs."""
     dataset = jsonl_dataset_record(path, langs)
     report = report if report is not None else SkipReport(max_examples=MAX_EXAMPLES)
     notes = SourceNotes()
-    outcome = evaluate(jsonl_mentions(path, langs, report=report, notes=notes), ranker, ks, progress=progress)
+    outcome = evaluate(jsonl_documents(path, langs, report=report, notes=notes), ranker, ks, progress=progress)
     if outcome.mentions == 0:
         raise InputError(f"{display_name(path)}: no mentions with a gold qid to evaluate")
     return build_report(outcome, method=method, ranker=ranker, dataset=dataset, parameters=parameters or {},

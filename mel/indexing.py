@@ -15,21 +15,20 @@ entries with mention strings, so one index never mixes the two.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from mel.indexes.builder import EntryBatch, build_index
-from mel.indexes.manifest import IndexManifest
-from mel.indexes.scann_settings import IndexSettings
+from mel.damuel import WIKI_ORIGINS
 from mel.encoding import Encoder
 from mel.errors import InputError
-from mel.kb import WIKI_ORIGINS, read_kb, read_training_mentions
+from mel.indexes.builder import BuildProgress, EntryBatch, NoEntries, build_index, partial_folder
+from mel.indexes.manifest import KINDS, QUERY_ENCODING_OF_KIND, IndexManifest
+from mel.indexes.settings import IndexSettings
+from mel.kb import read_kb, read_training_mentions
 from mel.mentions import MentionSpan
+from mel.qids import qid_to_str
 from mel.streams import SkipReport
-
-KINDS = ("description", "context", "label")
-QUERY_ENCODING = {"description": "context", "context": "context", "label": "string"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class KBSelection:
     """Which KB records become entries (the `mel index build` source options)."""
 
     kb: Sequence[str] = ()
-    contexts: Sequence[str] = ()
+    links: Sequence[str] = ()  # training mentions (DaMuEL links, gold mentions): context entries
     aliases: Sequence[str] = ()  # alias table folders (mel alias build): label entries
     kinds: Sequence[str] = ("description",)
     langs: Sequence[str] | None = None
@@ -66,7 +65,7 @@ def query_encoding(kinds: Sequence[str]) -> str:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise InputError(f"unknown entry kind(s) {', '.join(unknown)} (choose from {', '.join(KINDS)})")
-    encodings = {QUERY_ENCODING[k] for k in kinds}
+    encodings = {QUERY_ENCODING_OF_KIND[k] for k in kinds}
     if len(encodings) > 1:
         raise InputError("label entries are queried with the mention string alone, description and context "
                          "entries with the mention in context: build them as two indexes")
@@ -92,7 +91,7 @@ def pending_entries(selection: KBSelection) -> Iterator[PendingEntry]:
     if "context" in selection.kinds:
         per_qid: dict[str, int] = {}
         origins = None if selection.all_origins else WIKI_ORIGINS
-        for mention in read_training_mentions(selection.contexts, langs=langs, origins=origins,
+        for mention in read_training_mentions(selection.links, langs=langs, origins=origins,
                                               report=selection.report):
             if selection.contexts_per_qid is not None:
                 seen = per_qid.get(mention.qid, 0)
@@ -117,7 +116,7 @@ def alias_entries(folder: str) -> Iterator[PendingEntry]:
     for row in range(len(table)):
         alias = table.alias(row)
         for qid in table.qids_of(row).tolist():
-            yield PendingEntry("label", f"Q{qid}", lang, alias, alias)
+            yield PendingEntry("label", qid_to_str(qid), lang, alias, alias)
 
 
 def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBatch:
@@ -145,12 +144,9 @@ def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBa
                       langs=[e.lang for e in entries], labels=[e.label for e in entries])
 
 
-def batched_entries(selection: KBSelection, encoder: Encoder, start: int, batch_size: int,
-                    skipped: dict | None = None) -> Iterator[EntryBatch]:
-    """Encoded batches from entry `start` on (earlier entries are read but not encoded).
-
-    When the source is exhausted, the reader's skip report is copied into `skipped`.
-    """
+def batched_entries(selection: KBSelection, encoder: Encoder, start: int, batch_size: int) -> Iterator[EntryBatch]:
+    """Encoded batches from entry `start` on (earlier entries are read but not encoded, so that
+    the reader's report covers the whole source)."""
     batch: list[PendingEntry] = []
     for number, entry in enumerate(pending_entries(selection)):
         if number < start:
@@ -161,8 +157,6 @@ def batched_entries(selection: KBSelection, encoder: Encoder, start: int, batch_
             batch = []
     if batch:
         yield encode_entries(encoder, batch)
-    if skipped is not None:
-        skipped.update(selection.report.to_json())
 
 
 def model_record(encoder: Encoder) -> dict:
@@ -172,13 +166,13 @@ def model_record(encoder: Encoder) -> dict:
 
 
 def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *, settings: IndexSettings,
-                   batch_size: int = 1024, resume: bool = False, force: bool = False,
-                   quiet: bool = False) -> IndexManifest:
+                   resume: bool = False, force: bool = False,
+                   progress: BuildProgress | None = None) -> IndexManifest:
     """`mel index build`: encode the selected KB entries into a sharded index at `out`."""
     kinds = tuple(dict.fromkeys(selection.kinds))
     encoding = query_encoding(kinds)
-    if "context" in kinds and not selection.contexts:
-        raise InputError("--kinds context needs --contexts (DaMuEL parts or mel documents with gold qids)")
+    if "context" in kinds and not selection.links:
+        raise InputError("--kinds context needs --links (DaMuEL parts or mel documents with gold qids)")
     if "description" in kinds and not selection.kb:
         raise InputError("--kb is required for description entries")
     if "label" in kinds and not (selection.kb or selection.aliases):
@@ -189,24 +183,24 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
     extra = {
         "model": model_record(encoder),
         "query_encoding": encoding,
-        "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.contexts],
+        "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.links],
                     "aliases": alias_tables},
         "selection": {"langs": list(selection.langs) if selection.langs else None,
                       "target_lang": selection.target_lang, "require_page": selection.require_page,
                       "limit": selection.limit, "contexts_per_qid": selection.contexts_per_qid,
                       "origins": "all" if selection.all_origins else list(WIKI_ORIGINS)},
         "max_length": encoder.tokens.max_length,
-        # Filled in when the KB has been read, before the manifest is written.
-        "skipped": {},
     }
-    manifest = build_index(out, lambda start: batched_entries(selection, encoder, start, batch_size,
-                                                              extra["skipped"]),
+    try:
+        return build_index(out, lambda start: batched_entries(selection, encoder, start, encoder.batch_size),
                            dim=encoder.dim, settings=settings, extra=extra, resume=resume, force=force,
-                           quiet=quiet)
-    if manifest.counts.entries == 0:
-        shutil.rmtree(out, ignore_errors=True)
-        raise InputError("no entries: every KB record was skipped or filtered out (see the report above)")
-    return manifest
+                           progress=progress,
+                           # What the reader skipped is known only once the KB has been read through.
+                           late_extra=lambda: {"skipped": selection.report.to_json()})
+    except NoEntries:
+        shutil.rmtree(partial_folder(out), ignore_errors=True)
+        raise InputError(f"no entries: every KB record was skipped or filtered out "
+                         f"({selection.report.summary()})") from None
 
 
 def _alias_table_record(folder: str) -> dict:
@@ -222,10 +216,10 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
     """`mel index verify`: checksums and ScaNN recall (indexes.verify), plus the model match."""
     import dataclasses
 
-    from mel.indexes.verify import verify
     from mel.errors import ModelError
-    from mel.models import ModelFolder
+    from mel.indexes.verify import verify
     from mel.model_cache import resolve_model
+    from mel.models import ModelFolder
 
     report = verify(folder, sample=sample, min_recall=min_recall)
     recorded = report.model_checksum

@@ -1,34 +1,25 @@
-"""`mel link`: documents in, QID links out, streamed through encoder and index.
+"""`mel link`: documents in, QID links out, streamed through the ranker.
 
-Three stages run at once, joined by small bounded queues, so memory stays flat
-for any corpus and the encoder is not left waiting on I/O:
-
-    reader thread:  read + parse lines, cut chunks of ~chunk_size mentions,
-                    tokenise each mention's window          -> queue
-    main thread:    encode (onnxruntime) and search (ScaNN)  -> queue
-    writer thread:  build output records, write JSON Lines (zstd if .zst)
-
-Chunks travel in input order, so output order is input order. onnxruntime,
-ScaNN and the tokenizer release the GIL, which is what lets the stages overlap.
+Documents flow through the one streaming pipeline (`mel.pipeline`): the reader
+parses lines and tokenises each chunk's mentions, the calling thread ranks them
+(encode and search), the consumer writes the output records, all at once and in
+input order, with flat memory for any corpus.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
-from mel.indexes.store import qid_to_str
 from mel.documents import BadRecord, output_record, read_documents
 from mel.errors import InputError
 from mel.mentions import MentionSpan
+from mel.pipeline import run_stream
+from mel.qids import qid_to_str
+from mel.rankers import Ranker, Ranking
 from mel.records import Candidate, Document, Prediction
-from mel.retrieval import Retriever
 from mel.streams import JsonlWriter
-
-_DONE = object()
 
 
 class StrictStop(InputError):
@@ -57,14 +48,6 @@ class LinkStats:
                 f"{self.nil:,} NIL, {self.errors:,} errors in {self.seconds:.1f}s ({rate:,.0f} mentions/s)")
 
 
-@dataclass
-class _Chunk:
-    items: list  # Document | BadRecord, in input order
-    spans: list[MentionSpan]
-    ids: list[list[int]]
-    result: object = None  # SearchResult once searched
-
-
 @dataclass(frozen=True)
 class LinkOptions:
     top_k: int = 10
@@ -74,172 +57,89 @@ class LinkOptions:
     max_error_lines: int = 20
 
 
-class _Stage(threading.Thread):
-    """A daemon thread that records the first exception for the main thread to raise."""
-
-    def __init__(self, target: Callable[[], None], name: str):
-        super().__init__(name=name, daemon=True)
-        self._target_fn = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._target_fn()
-        except BaseException as exc:  # handed to the main thread
-            self.error = exc
+def _spans(items: Iterable[Document | BadRecord]) -> list[MentionSpan]:
+    return [MentionSpan(item.text, m.start, m.end, item.lang, doc)
+            for doc, item in enumerate(items) if isinstance(item, Document) for m in item.mentions]
 
 
-def _chunks(source: Iterator, retriever: Retriever, options: LinkOptions, stats: LinkStats) -> Iterator[_Chunk]:
-    items: list = []
-    spans: list[MentionSpan] = []
-    for item in source:
-        started = time.perf_counter()
-        items.append(item)
-        if isinstance(item, Document):
-            spans.extend(MentionSpan(item.text, m.start, m.end) for m in item.mentions)
-        elif options.strict:
-            raise StrictStop(f"{item.message} (stopped: --strict)")
-        if len(spans) >= options.chunk_size:
-            chunk = _Chunk(items, spans, retriever.query_ids(spans))
-            stats.stage_seconds["read_tokenize"] += time.perf_counter() - started
-            yield chunk
-            items, spans = [], []
-        else:
-            stats.stage_seconds["read_tokenize"] += time.perf_counter() - started
-    if items:
-        yield _Chunk(items, spans, retriever.query_ids(spans))
-
-
-def _predictions(result, row: int, count: int, options: LinkOptions) -> list[Prediction]:
+def predictions(ranking: Ranking, rows: range, min_score: float | None) -> list[Prediction]:
+    """The answer for each of `rows`: candidates best first; NIL below `min_score`."""
     out = []
-    for r in range(row, row + count):
-        qids, scores = result.qids[r], result.scores[r]
-        candidates = [Candidate(qid_to_str(int(q)), float(s)) for q, s in zip(qids, scores) if q >= 0]
+    for r in rows:
+        candidates = [Candidate(qid_to_str(int(q)), float(s))
+                      for q, s in zip(ranking.qids[r], ranking.scores[r]) if q >= 0]
         prediction = Prediction.from_candidates(candidates)
-        if options.min_score is not None and prediction.score is not None and prediction.score < options.min_score:
+        if min_score is not None and prediction.score is not None and prediction.score < min_score:
             prediction = Prediction(qid=None, score=prediction.score, candidates=prediction.candidates)
         out.append(prediction)
     return out
 
 
-def _write_chunk(chunk: _Chunk, writer: JsonlWriter, errors: JsonlWriter | None, options: LinkOptions,
-                 stats: LinkStats) -> bool:
-    row = 0
-    for item in chunk.items:
-        if isinstance(item, BadRecord):
-            stats.errors += 1
-            if len(stats.error_lines) < options.max_error_lines:
-                stats.error_lines.append(item.message)
-            ok = (errors or writer).write(output_record(item))
-        else:
-            predictions = _predictions(chunk.result, row, len(item.mentions), options)
-            row += len(item.mentions)
-            stats.documents += 1
-            stats.mentions += len(predictions)
-            linked = sum(p.qid is not None for p in predictions)
-            stats.linked += linked
-            stats.nil += len(predictions) - linked
-            ok = writer.write(output_record(item, predictions))
-        if not ok:
-            return False
-    return True
+class _Writer:
+    """The consume stage: output records in input order, counted into the stats."""
+
+    def __init__(self, writer: JsonlWriter, errors: JsonlWriter | None, options: LinkOptions, stats: LinkStats,
+                 progress: Callable[[LinkStats], None] | None):
+        self.writer, self.errors, self.options, self.stats, self.progress = writer, errors, options, stats, progress
+
+    def __call__(self, items: list[Document | BadRecord], ranking: Ranking) -> bool:
+        stats, row = self.stats, 0
+        for item in items:
+            if isinstance(item, BadRecord):
+                stats.errors += 1
+                if len(stats.error_lines) < self.options.max_error_lines:
+                    stats.error_lines.append(item.message)
+                ok = (self.errors or self.writer).write(output_record(item))
+            else:
+                answers = predictions(ranking, range(row, row + len(item.mentions)), self.options.min_score)
+                row += len(item.mentions)
+                stats.documents += 1
+                stats.mentions += len(answers)
+                linked = sum(p.qid is not None for p in answers)
+                stats.linked += linked
+                stats.nil += len(answers) - linked
+                ok = self.writer.write(output_record(item, answers))
+            if not ok:
+                return False
+        if self.progress:
+            self.progress(stats)
+        return True
 
 
-def link_documents(source: str, retriever: Retriever, writer: JsonlWriter, *, errors: JsonlWriter | None = None,
+def _checked(source: Iterator[Document | BadRecord], strict: bool) -> Iterator[Document | BadRecord]:
+    for item in source:
+        if strict and isinstance(item, BadRecord):
+            raise StrictStop(f"{item.message} (stopped: --strict)")
+        yield item
+
+
+def link_documents(source: str, ranker: Ranker, writer: JsonlWriter, *, errors: JsonlWriter | None = None,
                    options: LinkOptions = LinkOptions(), progress: Callable[[LinkStats], None] | None = None
                    ) -> LinkStats:
     """Link every document of `source` (a path or "-") and write the output records in input order."""
     stats = LinkStats()
     started = time.perf_counter()
-    to_encode: queue.Queue = queue.Queue(maxsize=3)
-    to_write: queue.Queue = queue.Queue(maxsize=3)
-    stop = threading.Event()
-
-    def put(q: queue.Queue, value) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for chunk in _chunks(read_documents(source), retriever, options, stats):
-                if not put(to_encode, chunk):
-                    return
-        finally:
-            put(to_encode, _DONE)
-
-    def write() -> None:
-        while not stop.is_set():
-            try:
-                chunk = to_write.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if chunk is _DONE:
-                return
-            t0 = time.perf_counter()
-            ok = _write_chunk(chunk, writer, errors, options, stats)
-            stats.stage_seconds["write"] += time.perf_counter() - t0
-            if progress:
-                progress(stats)
-            if not ok:
-                stats.broken_pipe = True
-                stop.set()
-                return
-
-    reader, writer_thread = _Stage(read, "mel-read"), _Stage(write, "mel-write")
-    reader.start()
-    writer_thread.start()
-    finished = False
-    try:
-        while True:
-            chunk = to_encode.get()
-            if chunk is _DONE or stop.is_set():
-                break
-            if chunk.ids:
-                t0 = time.perf_counter()
-                vectors = retriever.encoder.encode_ids(chunk.ids)
-                t1 = time.perf_counter()
-                chunk.result = retriever.search_vectors(vectors, options.top_k)
-                stats.stage_seconds["encode"] += t1 - t0
-                stats.stage_seconds["search"] += time.perf_counter() - t1
-            if not put(to_write, chunk):
-                break
-            if writer_thread.error or not writer_thread.is_alive():
-                break
-        finished = True
-    finally:
-        if finished and not stop.is_set():
-            put(to_write, _DONE)  # let the writer drain what is queued
-        else:
-            stop.set()  # an exception (Ctrl-C, a stage error): abandon the rest
-        writer_thread.join()
-        stop.set()
-        reader.join(timeout=5)
-    for stage in (reader, writer_thread):
-        if stage.error is not None:
-            raise stage.error
+    outcome = run_stream(
+        _checked(read_documents(source), options.strict),
+        units=lambda item: len(item.mentions) if isinstance(item, Document) else 0,
+        prepare=lambda items: ranker.prepare(_spans(items)),
+        rank=lambda prepared: ranker.rank(prepared, options.top_k),
+        consume=_Writer(writer, errors, options, stats, progress),
+        chunk_size=options.chunk_size)
+    stats.broken_pipe = outcome.stopped
     stats.seconds = time.perf_counter() - started
+    ranked = getattr(ranker, "seconds", None) or {"encode": outcome.times.rank, "search": 0.0}
+    stats.stage_seconds.update(read_tokenize=outcome.times.prepare, write=outcome.times.consume, **ranked)
     return stats
 
 
-
-def run_link(source: str, index: str, output: str = "-", *, errors_path: str | None = None,
-             options: LinkOptions = LinkOptions(), model: str | None = None, device: str = "auto",
-             precision: str = "auto", threads: int | None = None, batch_size: int = 64, exact: bool = False,
-             allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None,
-             progress: Callable[[LinkStats], None] | None = None) -> LinkStats:
-    """`mel link`: open the index and model, link `source`, write `output` (atomically for files)."""
-    retriever = Retriever.open(index, model=model, device=device, precision=precision, threads=threads,
-                               batch_size=batch_size, exact=exact, allow_model_mismatch=allow_model_mismatch,
-                               announce=announce)
+def run_link(source: str, ranker: Ranker, output: str = "-", *, errors_path: str | None = None,
+             options: LinkOptions = LinkOptions(), progress: Callable[[LinkStats], None] | None = None) -> LinkStats:
+    """`mel link`: link `source` with `ranker` into `output` (atomically for files)."""
     errors = JsonlWriter(errors_path) if errors_path else None
     try:
         with JsonlWriter(output) as writer:
-            stats = link_documents(source, retriever, writer, errors=errors, options=options, progress=progress)
+            stats = link_documents(source, ranker, writer, errors=errors, options=options, progress=progress)
     except BaseException:
         if errors is not None:
             errors.abort()

@@ -13,8 +13,8 @@ length cost the same per mention.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tokenizers import Tokenizer
 
@@ -27,11 +27,21 @@ _CHARS_PER_TOKEN = 8
 
 @dataclass(frozen=True)
 class MentionSpan:
-    """A mention to encode: `text[start:end]` in Unicode code points."""
+    """A mention to encode: `text[start:end]` in Unicode code points.
+
+    `lang` is its document's language when known; `doc` numbers its document within
+    the batch being ranked, so that rankers can see a document's other mentions.
+    """
 
     text: str
     start: int
     end: int
+    lang: str | None = None
+    doc: int | None = None
+
+    @property
+    def string(self) -> str:
+        return self.text[self.start : self.end]
 
 
 class MentionTokenizer:

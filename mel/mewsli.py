@@ -25,21 +25,17 @@ import dataclasses
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from mel.artifacts import sha256_file
 from mel.errors import InputError
-from mel.records import Document, Mention, MewsliMention, is_qid
+from mel.qids import is_qid
+from mel.records import Document, Mention, MentionProblem, MewsliMention, ProblemKind
 from mel.streams import SkipReport
 
-MENTION_COLUMNS = (
-    "docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs", "freq_bin",
-)
 REQUIRED_MENTION_COLUMNS = ("docid", "position", "length", "mention", "qid")
-DOC_COLUMNS = ("docid", "title", "curid", "revid", "url", "text_md5")
-MEWSLI9_LANGUAGES = ("ar", "de", "en", "es", "fa", "ja", "sr", "ta", "tr")
 
 
 @dataclass(frozen=True)
@@ -183,26 +179,32 @@ def read_docs_tsv(
     return docs
 
 
-def _read_text(text_dir: Path, docid: str) -> tuple[str | None, bytes | None, str | None]:
+def _read_text(text_dir: Path, docid: str) -> tuple[str | None, bytes | None, MentionProblem | None]:
     """(text, raw bytes, problem)."""
     if not docid or "/" in docid or "\\" in docid or docid in (".", ".."):
-        return None, None, f"docid {docid!r} is not a file name"
+        return None, None, MentionProblem(ProblemKind.BAD_DOCID, f"docid {docid!r} is not a file name")
     try:
         data = (text_dir / docid).read_bytes()
     except FileNotFoundError:
-        return None, None, "text file missing"
+        return None, None, MentionProblem(ProblemKind.TEXT_MISSING, "text file missing")
+    except OSError as exc:  # a folder, a device, no permission: not a text we can read
+        reason = exc.strerror or type(exc).__name__
+        return None, None, MentionProblem(ProblemKind.TEXT_NOT_A_FILE, f"text is not a readable file ({reason})")
     try:
         return data.decode("utf-8"), data, None
     except UnicodeDecodeError as exc:
-        return None, data, f"text is not valid UTF-8 (byte offset {exc.start})"
+        return None, data, MentionProblem(ProblemKind.TEXT_NOT_UTF8,
+                                          f"text is not valid UTF-8 (byte offset {exc.start})")
 
 
-def _check_span(mention: MewsliMention, text: str) -> str | None:
+def _check_span(mention: MewsliMention, text: str) -> MentionProblem | None:
     if mention.end > len(text):
-        return f"span {mention.position}-{mention.end} outside text of {len(text)} characters"
+        return MentionProblem(ProblemKind.SPAN_OUTSIDE,
+                              f"span {mention.position}-{mention.end} outside text of {len(text)} characters")
     found = text[mention.position : mention.end]
     if found != mention.mention:
-        return f"text at {mention.position}-{mention.end} is {found!r}, not {mention.mention!r}"
+        return MentionProblem(ProblemKind.SPAN_MISMATCH,
+                              f"text at {mention.position}-{mention.end} is {found!r}, not {mention.mention!r}")
     return None
 
 
@@ -258,9 +260,10 @@ def _docs_of(folder: Path, report: SkipReport) -> dict[str, dict[str, str]]:
 
 def _checked_document(folder: Path, lang: str, docid: str, mentions: Sequence[MewsliMention],
                       info: dict[str, str], check_md5: bool) -> MewsliDocument:
-    text, data, problem = _read_text(folder / "text", docid)
+    text, data, text_problem = _read_text(folder / "text", docid)
+    problem = None if text_problem is None else text_problem.detail
     if text is None:
-        checked = tuple(_with_problem(m, problem) for m in mentions)
+        checked = tuple(_with_problem(m, text_problem) for m in mentions)
     else:
         checked = tuple(_with_problem(m, _check_span(m, text)) for m in mentions)
         expected_md5 = info.get("text_md5")
@@ -276,7 +279,7 @@ def _checked_document(folder: Path, lang: str, docid: str, mentions: Sequence[Me
     )
 
 
-def _with_problem(mention: MewsliMention, problem: str | None) -> MewsliMention:
+def _with_problem(mention: MewsliMention, problem: MentionProblem | None) -> MewsliMention:
     if problem is None:
         return mention
     return dataclasses.replace(mention, problem=problem)

@@ -7,7 +7,7 @@ manifest reader (`mel.models`) and the exporters.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from mel.exporters.default_model import build_default_model
 from mel.models import DEFAULT_MODEL_NAME, MANIFEST_NAME, ModelFolder, default_model_path
@@ -21,7 +21,7 @@ def resolve_model(spec: str | os.PathLike | None, *, announce: Callable[[str], N
         path = default_model_path()
         if not (path / MANIFEST_NAME).is_file():
             if announce:
-                announce(f"mel: note: building the default model ({DEFAULT_MODEL_NAME}) into {path} (first use only)")
+                announce(f"building the default model ({DEFAULT_MODEL_NAME}) into {path} (first use only)")
             build_default_model(path)
         return ModelFolder.open(path)
     return ModelFolder.open(spec)

@@ -20,7 +20,6 @@ MANIFEST_NAME = "mel-model.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEFAULT_MODEL_NAME = "multilingual-e5-small"
-ROLES = ("mention", "entity")
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class ModelManifest:
         return data
 
     @classmethod
-    def from_json(cls, data: dict, where: str = "manifest") -> "ModelManifest":
+    def from_json(cls, data: dict, where: str = "manifest") -> ModelManifest:
         if data.get("format") != MODEL_FORMAT:
             raise ModelError(f"{where}: format '{data.get('format')}' is not {MODEL_FORMAT}")
         try:
@@ -67,7 +66,7 @@ class ModelFolder:
     manifest: ModelManifest
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "ModelFolder":
+    def open(cls, path: str | os.PathLike) -> ModelFolder:
         path = Path(path)
         if not path.is_dir():
             raise ModelError(f"{path}: no such model folder")

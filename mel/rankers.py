@@ -1,40 +1,70 @@
-"""Ranking methods for evaluation: mentions in, the top-k distinct QIDs of each out.
+"""Ranking methods: mentions in, the top-k distinct QIDs of each out, with their scores.
 
 - biencoder / olpeat / labels: a Retriever (index + model). The index's
   manifest says how queries are encoded: in context for description and
   context indexes, the mention string alone for label indexes (OLPEAT: alias
   strings; labels: entity labels).
-- alias: exact lookup in an alias table (QIDs by link count).
+- alias: exact lookup in an alias table; a QID's score is its share of the
+  alias's links, P(QID | alias).
 - fuzzy: exact lookup, and for misses the nearest aliases by normalised Indel
-  distance (RapidFuzz `cdist`, all cores), their QIDs in alias order.
+  distance (RapidFuzz `cdist`, all cores); a QID's score is 1 - the distance of
+  the nearest alias that links it.
 
-A ranker works in two steps so that the cheap, GIL-bound part can run in a
-reader thread while the main thread encodes and searches: `prepare(spans)`
-(tokenise or normalise) and `rank(prepared, k)` -> (n, k) int64 QID numbers,
-best first, padded with -1.
+Every ranker has one protocol, used by `mel link` and `mel eval` alike. It works
+in two steps so that the cheap, GIL-bound part runs in the pipeline's reader thread
+while the calling thread encodes and searches: `prepare(spans)` (tokenise or
+normalise) and `rank(prepared, k)` -> a `Ranking`: (n, k) QID numbers, best first,
+padded with -1, and their scores. `in_kb(qids)` says which QIDs the method can
+find at all (for the upper bound); `describe()` is the method's part of a report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from mel.aliases import AliasTable
 from mel.errors import InputError
 from mel.mentions import MentionSpan
-from mel.retrieval import Retriever
+from mel.retrieval import EncoderSettings, Retriever
 
 METHODS = ("biencoder", "alias", "fuzzy", "olpeat", "labels")
 INDEX_METHODS = ("biencoder", "olpeat", "labels")
 ALIAS_METHODS = ("alias", "fuzzy")
 # Scores closer than this count as equal when OLPEAT breaks ties by entry order.
 _TIE = 1e-5
+_PAD_SCORE = -np.inf
 
 
-def _mention_strings(spans: Sequence[MentionSpan]) -> list[str]:
-    return [s.text[s.start : s.end] for s in spans]
+@dataclass(frozen=True)
+class Ranking:
+    """Row i: mention i's candidates, best first: QID numbers (-1 pads) and their scores."""
+
+    qids: np.ndarray  # (n, k) int64
+    scores: np.ndarray  # (n, k) float32; -inf pads
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> Ranking:
+        return cls(np.full((n, k), -1, dtype=np.int64), np.full((n, k), _PAD_SCORE, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.qids)
+
+
+class Ranker(Protocol):
+    name: str
+    notes: list[str]
+
+    def prepare(self, spans: Sequence[MentionSpan]) -> Any: ...
+
+    def rank(self, prepared: Any, k: int) -> Ranking: ...
+
+    def in_kb(self, gold: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict: ...
 
 
 @dataclass
@@ -55,49 +85,42 @@ class RetrieverRanker:
     def prepare(self, spans: Sequence[MentionSpan]) -> list[list[int]]:
         return self.retriever.query_ids(spans)
 
-    def rank(self, prepared: list[list[int]], k: int) -> np.ndarray:
+    def rank(self, prepared: list[list[int]], k: int) -> Ranking:
         if not prepared:
-            return np.empty((0, k), dtype=np.int64)
-        vectors = self.retriever.encoder.encode_ids(prepared)
-        result = self.retriever.search_vectors(vectors, k)
+            return Ranking.empty(0, k)
+        result = self.retriever.search(prepared, k)
         if not self.entry_order_ties:
-            return result.qids
-        return reorder_ties(result.qids, result.scores, result.entry_ids)
+            return Ranking(result.qids, result.scores)
+        order = tie_order(result.scores, result.entry_ids, result.qids >= 0)
+        return Ranking(np.take_along_axis(result.qids, order, axis=1),
+                       np.take_along_axis(result.scores, order, axis=1))
 
     def in_kb(self, gold: np.ndarray) -> np.ndarray:
         return self.retriever.index.contains(gold)
 
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Wall seconds spent encoding and searching so far."""
+        return self.retriever.seconds
+
     def describe(self) -> dict:
-        from mel.artifacts import sha256_file
-
-        index = self.retriever.index
-        encoder = self.retriever.encoder
-        manifest = index.manifest
-        return {
-            "index": {"path": str(index.folder), "manifest_sha256": sha256_file(index.folder / "manifest.json"),
-                      "entries": manifest.counts.entries, "qids": manifest.counts.qids,
-                      "kinds": list(manifest.counts.by_kind), "query_encoding": self.retriever.query_encoding,
-                      "sources": manifest.extra.get("sources"), "search": "exact" if index.exact else "scann"},
-            "model": {"checksum": encoder.checksum, "path": str(encoder.model.path),
-                      "source": encoder.manifest.source, "precision": encoder.precision, "device": encoder.device,
-                      "index_model_checksum": (manifest.model or {}).get("checksum")},
-            "tie_break": "best entry id (alias link count)" if self.entry_order_ties else "lower QID",
-        }
+        return {**self.retriever.describe(),
+                "tie_break": "best entry id (alias link count)" if self.entry_order_ties else "lower QID"}
 
 
-def reorder_ties(qids: np.ndarray, scores: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
-    """Rows (sorted by score) with each run of tied scores re-sorted by entry id; padding stays last."""
-    n, k = qids.shape
+def tie_order(scores: np.ndarray, entry_ids: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Column order that re-sorts each run of tied scores (rows sorted by score) by entry id;
+    padding stays last."""
+    n, k = scores.shape
     if n == 0 or k < 2:
-        return qids
+        return np.broadcast_to(np.arange(k), (n, k)).copy()
     with np.errstate(invalid="ignore"):  # -inf - -inf in the padding
         breaks = (scores[:, :-1].astype(np.float64) - scores[:, 1:]) > _TIE
     group = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(breaks, axis=1)], axis=1)
-    group[qids < 0] = k  # padding after every real candidate
-    entries = np.where(qids >= 0, entry_ids, np.iinfo(np.int64).max)
+    group[~valid] = k  # padding after every real candidate
+    entries = np.where(valid, entry_ids, np.iinfo(np.int64).max)
     rows = np.repeat(np.arange(n), k)
-    order = np.lexsort((entries.ravel(), group.ravel(), rows)).reshape(n, k) - (np.arange(n) * k)[:, None]
-    return np.take_along_axis(qids, order, axis=1)
+    return np.lexsort((entries.ravel(), group.ravel(), rows)).reshape(n, k) - (np.arange(n) * k)[:, None]
 
 
 @dataclass
@@ -111,23 +134,24 @@ class AliasRanker:
     queries: int = 0
 
     def prepare(self, spans: Sequence[MentionSpan]) -> list[str]:
-        return [self.table.normalize(s) for s in _mention_strings(spans)]
+        return [self.table.normalize(s.string) for s in spans]
 
-    def _exact(self, strings: Sequence[str], k: int) -> tuple[np.ndarray, list[int]]:
-        out = np.full((len(strings), k), -1, dtype=np.int64)
+    def _exact(self, strings: Sequence[str], k: int) -> tuple[Ranking, list[int]]:
+        out = Ranking.empty(len(strings), k)
         misses = []
         for i, string in enumerate(strings):
             row = self.table.find(string)
             if row < 0:
                 misses.append(i)
                 continue
-            found = self.table.qids_of(row)[:k]
-            out[i, : len(found)] = found
+            qids, counts = self.table.qids_of(row)[:k], self.table.counts_of(row)
+            out.qids[i, : len(qids)] = qids
+            out.scores[i, : len(qids)] = counts[: len(qids)] / max(1, int(counts.sum()))
         self.queries += len(strings)
         self.exact_matches += len(strings) - len(misses)
         return out, misses
 
-    def rank(self, prepared: list[str], k: int) -> np.ndarray:
+    def rank(self, prepared: list[str], k: int) -> Ranking:
         return self._exact(prepared, k)[0]
 
     def in_kb(self, gold: np.ndarray) -> np.ndarray:
@@ -150,7 +174,7 @@ class FuzzyRanker(AliasRanker):
     workers: int = -1
     max_cells: int = 1 << 25  # distances held at once (float32): 128 MiB
 
-    def rank(self, prepared: list[str], k: int) -> np.ndarray:
+    def rank(self, prepared: list[str], k: int) -> Ranking:
         out, misses = self._exact(prepared, k)
         if not misses or len(self.table) == 0:
             return out
@@ -165,38 +189,38 @@ class FuzzyRanker(AliasRanker):
             distances = process.cdist([prepared[i] for i in rows], choices, scorer=Indel.normalized_distance,
                                       dtype=np.float32, workers=self.workers)
             for row, d in zip(rows, distances):
-                out[row] = self._nearest_qids(d, totals, k)
+                found = self._nearest_qids(d, totals, k)
+                out.qids[row, : len(found)] = list(found)
+                out.scores[row, : len(found)] = list(found.values())
         return out
 
-    def _nearest_qids(self, distances: np.ndarray, totals: np.ndarray, k: int) -> np.ndarray:
+    def _nearest_qids(self, distances: np.ndarray, totals: np.ndarray, k: int) -> dict[int, float]:
+        """{QID: 1 - distance of its nearest alias}, at most k, in rank order."""
         n = len(distances)
         m = min(n, max(4 * k, 16))
         while True:
             top = np.argpartition(distances, m - 1)[:m] if m < n else np.arange(n)
             order = top[np.lexsort((top, -totals[top], distances[top]))]
-            found: dict[int, None] = {}
+            found: dict[int, float] = {}
             for alias in order:
                 for qid in self.table.qids_of(int(alias)):
-                    found.setdefault(int(qid))
+                    found.setdefault(int(qid), 1.0 - float(distances[alias]))
                     if len(found) == k:
                         break
                 if len(found) == k:
                     break
             # The m nearest may hold fewer than k distinct QIDs: widen, unless that was all.
             if len(found) == k or m == n:
-                row = np.full(k, -1, dtype=np.int64)
-                row[: len(found)] = list(found)
-                return row
+                return found
             m = min(n, 4 * m)
 
     def describe(self) -> dict:
         return {**super().describe(), "distance": "rapidfuzz Indel.normalized_distance", "workers": self.workers}
 
 
-def open_ranker(method: str, *, index: str | None = None, aliases: str | None = None, model: str | None = None,
-                device: str = "auto", precision: str = "auto", threads: int | None = None, batch_size: int = 64,
-                exact: bool = False, allow_model_mismatch: bool = False,
-                announce: Callable[[str], None] | None = None):
+def open_ranker(method: str, *, index: str | None = None, aliases: str | None = None,
+                encoder: EncoderSettings = EncoderSettings(), exact: bool = False,
+                allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> Ranker:
     """The ranker for `--method`, with the checks that keep a method honest."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -209,13 +233,12 @@ def open_ranker(method: str, *, index: str | None = None, aliases: str | None = 
         table = AliasTable.open(aliases)
         if method == "alias":
             return AliasRanker(table)
-        return FuzzyRanker(table, workers=threads or -1)
+        return FuzzyRanker(table, workers=encoder.threads or -1)
     if index is None:
         raise InputError(f"--method {method} needs --index")
     if aliases is not None:
         raise InputError(f"--aliases is for --method {' or '.join(ALIAS_METHODS)}; --method {method} searches --index")
-    retriever = Retriever.open(index, model=model, device=device, precision=precision, threads=threads,
-                               batch_size=batch_size, exact=exact, allow_model_mismatch=allow_model_mismatch,
+    retriever = Retriever.open(index, encoder, exact=exact, allow_model_mismatch=allow_model_mismatch,
                                announce=announce)
     encoding = retriever.query_encoding
     sources = retriever.index.manifest.extra.get("sources") or {}

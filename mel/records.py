@@ -9,37 +9,16 @@ and `from_json()` (which raises RecordError with a human reason such as
 from __future__ import annotations
 
 import dataclasses
-import re
+import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from mel.errors import RecordError
+from mel.qids import is_qid, qid_to_int
 
 # The marker that wraps a mention, both inline in input texts and in model inputs.
 MENTION_MARKER = "[M]"
-
-_QID_PATTERN = re.compile(r"Q[1-9][0-9]*")
-
-
-class RecordError(ValueError):
-    """A record that cannot be used; the message is the reason, for a human."""
-
-
-def is_qid(value: object) -> bool:
-    """True for a Wikidata item id such as "Q90" (not "P31", "q90" or "Q090")."""
-    return isinstance(value, str) and _QID_PATTERN.fullmatch(value) is not None
-
-
-def qid_to_int(qid: str) -> int:
-    """"Q90" -> 90; anything but a Wikidata item id raises RecordError."""
-    if not is_qid(qid):
-        raise RecordError(f"not a Wikidata item id: {qid!r}")
-    return int(qid[1:])
-
-
-def int_to_qid(number: int) -> str:
-    """90 -> "Q90"."""
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise RecordError(f"not a Wikidata item number: {number!r}")
-    return f"Q{number}"
 
 
 def _optional_qid(value: object, what: str) -> str | None:
@@ -102,7 +81,7 @@ class KBEntity:
         return out
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], default_lang: str | None = None) -> "KBEntity":
+    def from_json(cls, obj: Mapping[str, Any], default_lang: str | None = None) -> KBEntity:
         """Read a mel KB line; `default_lang` stands in for a missing "lang"."""
         if "qid" not in obj:
             raise RecordError("missing field 'qid'")
@@ -152,7 +131,7 @@ class Mention:
         return out
 
     @classmethod
-    def from_json(cls, obj: object, text_length: int, number: int = 1) -> "Mention":
+    def from_json(cls, obj: object, text_length: int, number: int = 1) -> Mention:
         """Validate one input mention (`number` is 1-based, for messages).
 
         The gold QID is "gold_qid" when present (the output of an earlier run),
@@ -238,7 +217,7 @@ class Document:
         return out
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any], line_no: int | None = None) -> "Document":
+    def from_json(cls, obj: Mapping[str, Any], line_no: int | None = None) -> Document:
         """Validate an input record; raise RecordError with the first problem.
 
         A record needs "text" and either "mentions" (a list, possibly empty)
@@ -309,7 +288,7 @@ class TrainingMention:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "TrainingMention":
+    def from_json(cls, obj: Mapping[str, Any]) -> TrainingMention:
         qid = obj.get("qid")
         if not is_qid(qid):
             raise RecordError(f"not a Wikidata item id: {qid!r}")
@@ -330,6 +309,28 @@ class TrainingMention:
         )
 
 
+class ProblemKind(enum.Enum):
+    """Why a gold mention cannot be linked as given (counted per kind in eval reports)."""
+
+    TEXT_MISSING = "text file missing"
+    TEXT_NOT_A_FILE = "text is not a readable file"
+    TEXT_NOT_UTF8 = "text is not valid UTF-8"
+    BAD_DOCID = "docid is not a file name"
+    SPAN_OUTSIDE = "span outside the text"
+    SPAN_MISMATCH = "span does not match the text"
+
+
+@dataclass(frozen=True)
+class MentionProblem:
+    """A problem's kind, and the message that says exactly what is wrong."""
+
+    kind: ProblemKind
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 @dataclass(frozen=True)
 class MewsliMention:
     """One row of a Mewsli-9 mentions.tsv; `problem` says why it cannot be
@@ -346,7 +347,7 @@ class MewsliMention:
     qid_in_refs: bool | None
     freq_bin: int | None
     row: int = 0
-    problem: str | None = None
+    problem: MentionProblem | None = None
 
     @property
     def end(self) -> int:
@@ -354,22 +355,30 @@ class MewsliMention:
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        if self.problem is None:
-            del out["problem"]
+        del out["problem"]
+        if self.problem is not None:
+            out["problem"] = self.problem.detail
+            out["problem_kind"] = self.problem.kind.name
         return out
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "MewsliMention":
+    def from_json(cls, obj: Mapping[str, Any]) -> MewsliMention:
         for name in ("docid", "position", "length", "mention", "qid"):
             if name not in obj:
                 raise RecordError(f"missing field {name!r}")
         if not is_qid(obj["qid"]):
             raise RecordError(f"not a Wikidata item id: {obj['qid']!r}")
-        fields = {f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj}
+        fields = {f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj and f.name != "problem"}
         fields.setdefault("url", "")
         fields.setdefault("lang", "")
         fields.setdefault("qid_in_refs", None)
         fields.setdefault("freq_bin", None)
+        if obj.get("problem") is not None:
+            try:
+                kind = ProblemKind[obj.get("problem_kind", "")]
+            except KeyError:
+                raise RecordError(f"unknown problem_kind {obj.get('problem_kind')!r}") from None
+            fields["problem"] = MentionProblem(kind, str(obj["problem"]))
         return cls(**fields)
 
 
@@ -382,7 +391,7 @@ class Candidate:
         return {"qid": self.qid, "score": round(float(self.score), 6)}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Candidate":
+    def from_json(cls, obj: Mapping[str, Any]) -> Candidate:
         return cls(qid=obj["qid"], score=float(obj["score"]))
 
 
@@ -395,7 +404,7 @@ class Prediction:
     candidates: tuple[Candidate, ...] = ()
 
     @classmethod
-    def from_candidates(cls, candidates: Sequence[Candidate]) -> "Prediction":
+    def from_candidates(cls, candidates: Sequence[Candidate]) -> Prediction:
         if not candidates:
             return cls(qid=None, score=None, candidates=())
         return cls(qid=candidates[0].qid, score=candidates[0].score, candidates=tuple(candidates))
@@ -408,7 +417,7 @@ class Prediction:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Prediction":
+    def from_json(cls, obj: Mapping[str, Any]) -> Prediction:
         return cls(
             qid=obj.get("qid"),
             score=obj.get("score"),

@@ -1,26 +1,27 @@
-"""Index search with the right encoder: the stage link, eval and train query through.
+"""Index search with the right encoder: the stage that link, eval and train query through.
 
 An index's manifest says which model encoded it and how queries must be
-encoded (mention in context, or the mention string alone). A `Retriever`
+encoded (the mention in context, or the mention string alone). A `Retriever`
 opens both, refuses a model whose checksum differs from the manifest's
 (unless told to allow it, for experiments), and turns mentions into top-k
-distinct QIDs.
+distinct QIDs in two steps: `query_ids` (tokenise; cheap, run ahead in the
+pipeline's reader) and `search` (encode and search).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
-import numpy as np
-
-from mel.indexes.searcher import Index, SearchResult
 from mel.encoding import Encoder
 from mel.errors import MelError, ModelError
+from mel.indexes.manifest import QUERY_ENCODINGS
+from mel.indexes.searcher import Index, SearchResult
 from mel.mentions import MentionSpan
-from mel.models import ModelFolder
 from mel.model_cache import resolve_model
+from mel.models import ModelFolder
 
 
 class ModelMismatchError(MelError):
@@ -55,33 +56,71 @@ def check_model(index: Index, encoder: Encoder, allow_mismatch: bool = False) ->
                                  f"the model gives {encoder.dim}")
 
 
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How to run the encoder: the `--model/--device/--precision/--threads/--batch-size` options."""
+
+    model: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    batch_size: int = 64
+
+    def open(self, model: ModelFolder, **options) -> Encoder:
+        return Encoder(model, device=self.device, precision=self.precision, threads=self.threads,
+                       batch_size=self.batch_size, **options)
+
+
 @dataclass
 class Retriever:
     index: Index
     encoder: Encoder
+    # Wall seconds spent encoding and searching (for the link benchmark's stage shares).
+    seconds: dict[str, float] = field(default_factory=lambda: {"encode": 0.0, "search": 0.0})
 
     @classmethod
-    def open(cls, index_path: str | Path, *, model: str | None = None, device: str = "auto",
-             precision: str = "auto", threads: int | None = None, batch_size: int = 64, exact: bool = False,
-             allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> "Retriever":
-        index = Index(index_path, exact=True if exact else None, threads=threads)
-        encoder = Encoder(model_for_index(index, model, announce), device=device, precision=precision,
-                          threads=threads, batch_size=batch_size)
-        check_model(index, encoder, allow_model_mismatch)
-        return cls(index, encoder)
+    def open(cls, index_path: str | Path, encoder: EncoderSettings = EncoderSettings(), *, exact: bool = False,
+             allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> Retriever:
+        index = Index(index_path, exact=True if exact else None, threads=encoder.threads)
+        opened = encoder.open(model_for_index(index, encoder.model, announce))
+        check_model(index, opened, allow_model_mismatch)
+        return cls(index, opened)
 
     @property
     def query_encoding(self) -> str:
-        return self.index.manifest.extra.get("query_encoding", "context")
+        encoding = self.index.manifest.extra.get("query_encoding", "context")
+        if encoding not in QUERY_ENCODINGS:
+            raise ModelError(f"{self.index.folder}/manifest.json: unknown query_encoding {encoding!r} "
+                             f"(this mel knows {', '.join(QUERY_ENCODINGS)})")
+        return encoding
 
     def query_ids(self, spans: Sequence[MentionSpan]) -> list[list[int]]:
         """Token ids of the queries, encoded as the index manifest says."""
         if self.query_encoding == "string":
-            return self.encoder.tokens.strings([s.text[s.start:s.end] for s in spans], role="mention")
+            return self.encoder.tokens.strings([s.string for s in spans], role="mention")
         return self.encoder.tokens.mentions(spans, role="mention")
 
-    def search_vectors(self, vectors: np.ndarray, k: int) -> SearchResult:
-        return self.index.search(vectors, k)
+    def search(self, query_ids: Sequence[Sequence[int]], k: int) -> SearchResult:
+        """Encode the tokenised queries and return each one's top-k distinct QIDs."""
+        started = time.perf_counter()
+        vectors = self.encoder.encode_ids(query_ids)
+        encoded = time.perf_counter()
+        result = self.index.search(vectors, k)
+        self.seconds["encode"] += encoded - started
+        self.seconds["search"] += time.perf_counter() - encoded
+        return result
 
-    def search(self, spans: Sequence[MentionSpan], k: int) -> SearchResult:
-        return self.search_vectors(self.encoder.encode_ids(self.query_ids(spans)), k)
+    def describe(self) -> dict:
+        """The index and model, for reports."""
+        from mel.artifacts import sha256_file
+
+        index, encoder, manifest = self.index, self.encoder, self.index.manifest
+        return {
+            "index": {"path": str(index.folder), "manifest_sha256": sha256_file(index.folder / "manifest.json"),
+                      "entries": manifest.counts.entries, "qids": manifest.counts.qids,
+                      "kinds": list(manifest.counts.by_kind), "query_encoding": self.query_encoding,
+                      "sources": manifest.extra.get("sources"), "search": "exact" if index.exact else "scann"},
+            "model": {"checksum": encoder.checksum, "path": str(encoder.model.path),
+                      "source": encoder.manifest.source, "precision": encoder.precision, "device": encoder.device,
+                      "index_model_checksum": (manifest.model or {}).get("checksum")},
+        }

@@ -21,6 +21,8 @@ from mel import __version__
 from mel.errors import MelError
 from mel.models import MANIFEST_NAME, ModelFolder, default_model_path, mel_home
 
+# Where encoders run; "auto" is CUDA when the runtime has it and the driver reports a GPU.
+DEVICES = ("auto", "cpu", "cuda")
 RUNTIME_PACKAGES = {"onnxruntime": "cpu", "onnxruntime-gpu": "gpu"}
 INSTALL_HINT = "pip install 'mel[cpu]' for CPUs, or 'mel[gpu]' for NVIDIA GPUs (it also runs on CPU)"
 BOTH_HINT = ("onnxruntime and onnxruntime-gpu are both installed; they share the onnxruntime/ folder, so the one "
@@ -63,11 +65,6 @@ def load_onnxruntime() -> ModuleType:
         raise RuntimeMissing(f"onnxruntime is installed but cannot be imported ({exc}); reinstall it: "
                              f"{INSTALL_HINT}") from None
     return onnxruntime
-
-
-def runtime_notes() -> list[str]:
-    """Problems with the runtime installation worth telling the user (empty when all is well)."""
-    return [BOTH_HINT] if runtime_kind() == "both" else []
 
 
 def cuda_devices() -> tuple[list[str], str | None]:

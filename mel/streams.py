@@ -21,8 +21,9 @@ import lzma
 import os
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO
 
 import orjson
 import zstandard
@@ -299,6 +300,14 @@ class SkipReport:
         out += [f"left out {n}: {reason}" for reason, n in self.filtered.most_common()]
         return out
 
+    def summary(self) -> str:
+        """One line: what was skipped and left out, with the first example."""
+        parts = [f"skipped {n:,} ({reason})" for reason, n in self.skipped.most_common()]
+        parts += [f"left out {n:,} ({reason})" for reason, n in self.filtered.most_common()]
+        if not parts:
+            return "nothing was read"
+        return "; ".join(parts) + (f"; first: {self.examples[0]}" if self.examples else "")
+
     def to_json(self) -> dict:
         return {
             "skipped": dict(self.skipped),
@@ -360,7 +369,7 @@ class JsonlWriter:
             return gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)
         raise ValueError(f"unknown compression {compression!r}")
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -442,8 +451,3 @@ class JsonlWriter:
             os.dup2(devnull, fileno)
         finally:
             os.close(devnull)
-
-
-def open_output(path: str | os.PathLike, **options) -> JsonlWriter:
-    """Shorthand for `JsonlWriter(path, **options)`."""
-    return JsonlWriter(path, **options)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mel import __version__
-from mel.cli.errors import run_command_group
+from mel.cli.errors import MelGroup
 
 
-@click.group(cls=run_command_group(), context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MelGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mel")
 def main() -> None:
     """Offline, batch, multilingual entity linking to Wikidata.

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel.cli.options import split_commas
+from mel.cli.options import merge_renamed, renamed, split_commas
 
 
 @click.group("alias")
@@ -22,17 +22,18 @@ def alias_group() -> None:
 
     \b
     Example:
-      mel alias build --kb damuel/es --kb damuel/de -o aliases/es-de
+      mel alias build --links damuel/es --links damuel/de -o aliases/es-de
       mel alias info aliases/es-de
       mel alias lookup aliases/es-de "Granada"
     """
 
 
 @alias_group.command("build")
-@click.option("--kb", "sources", multiple=True, required=True, type=click.Path(exists=True, allow_dash=True),
-              help="DaMuEL language part (or a folder of parts; their wiki-origin links), or mel documents "
-                   "JSONL whose mentions carry gold qids; repeatable. One language part gives a one-language "
-                   "table (OLAT).")
+@click.option("--links", "sources", multiple=True, type=click.Path(exists=True, allow_dash=True),
+              help="Training mentions: DaMuEL language part (or a folder of parts; their wiki-origin links), or "
+                   "mel documents JSONL whose mentions carry gold qids; repeatable. One language part gives a "
+                   "one-language table (OLAT).")
+@renamed("--kb", "--links", multiple=True, type=click.Path(exists=True, allow_dash=True))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Alias table folder to write.")
 @click.option("--uncased", is_flag=True, help="Lower-case aliases (and lookups); default: cased, as in the thesis.")
 @click.option("--all-origins", is_flag=True, help="Count every DaMuEL link, not only those placed by Wikipedia "
@@ -44,7 +45,7 @@ def alias_group() -> None:
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed source line instead of skipping it.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
-def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict, quiet) -> None:
+def build_cmd(sources, old_links, output, uncased, all_origins, top_k, langs, force, strict, quiet) -> None:
     """Count training links per (alias, QID) into an alias table.
 
     Sources are streamed and counted in bounded memory (sorted runs spilled
@@ -54,15 +55,20 @@ def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict
 
     \b
     Example:
-      mel alias build --kb damuel/es -o aliases/es                 # OLAT (Spanish)
-      mel alias build --kb damuel --langs es,de,en -o aliases/es-de-en
-      mel alias build --kb damuel/es --uncased --top-k 10 -o aliases/es-uncased
-      mel alias build --kb train.jsonl -o aliases/train            # gold mentions of mel documents
+      mel alias build --links damuel/es -o aliases/es                 # OLAT (Spanish)
+      mel alias build --links damuel --langs es,de,en -o aliases/es-de-en
+      mel alias build --links damuel/es --uncased --top-k 10 -o aliases/es-uncased
+      mel alias build --links train.jsonl -o aliases/train            # gold mentions of mel documents
     """
     from mel.aliases import AliasSettings, build_alias_table
-    from mel.streams import SkipReport
+    from mel.cli.errors import say
     from mel.cli.progress import spinner
-    from mel.cli.reports import echo_err, print_skip_report
+    from mel.cli.reports import print_skip_report
+    from mel.streams import SkipReport
+
+    sources = merge_renamed(sources, old_links, "--kb", "--links")
+    if not sources:
+        raise click.UsageError("give the training mentions to count with --links")
 
     report = SkipReport(strict=strict, max_examples=20)
     settings = AliasSettings(cased=not uncased, all_origins=all_origins, top_k=top_k, langs=langs)
@@ -73,7 +79,7 @@ def build_cmd(sources, output, uncased, all_origins, top_k, langs, force, strict
     if not quiet:
         print_skip_report(report)
         counts = manifest["counts"]
-        echo_err(f"{output}: {counts['aliases']:,} aliases, {counts['pairs']:,} (alias, QID) pairs, "
+        say(f"{output}: {counts['aliases']:,} aliases, {counts['pairs']:,} (alias, QID) pairs, "
                  f"{counts['qids']:,} QIDs from {counts['mentions']:,} mentions "
                  f"({', '.join(manifest['languages'])})")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mel.cli.options import device_option, model_option, split_commas
+from mel.cli.options import encoder_options, split_commas
+from mel.rankers import INDEX_METHODS, METHODS
 
 METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
                "(mel index build --aliases A --kinds label); labels: a label index of entity labels "
@@ -29,28 +30,19 @@ def eval_options(function):
                      help="Index folder (mel index build) for --method biencoder, olpeat and labels."),
         click.option("--aliases", "aliases_dir", type=click.Path(), default=None,
                      help="Alias table folder (mel alias build) for --method alias and fuzzy."),
-        click.option("--method", type=click.Choice(["biencoder", "alias", "fuzzy", "olpeat", "labels"]),
-                     default="biencoder", show_default=True, help=METHOD_HELP),
+        click.option("--method", type=click.Choice(METHODS), default="biencoder", show_default=True,
+                     help=METHOD_HELP),
         click.option("--langs", multiple=True, callback=split_commas,
                      help="Only these languages (comma-separated; default: all there are)."),
         click.option("--k", "ks", default="1,10,100", show_default=True, callback=_ks,
                      help="Cut-offs K of recall@K, comma-separated."),
         click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
                      help="Write the JSON report here (atomically)."),
-        model_option,
         click.option("--allow-model-mismatch", is_flag=True,
                      help="Search even if the model's checksum differs from the index's (experiments only)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto",
-                     show_default=True, help="Model variant (auto: int8 on CPU, fp16 on CUDA)."),
-        device_option,
-        click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
-                     help="Mentions per encoder call."),
-        click.option("--threads", type=click.IntRange(1, 1024), default=None,
-                     help="CPU threads for the encoder, and for --method fuzzy's string distances "
-                          "(default: all cores this process may use)."),
         click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress; only the table (and errors)."),
     ]
+    function = encoder_options(function)
     for option in reversed(options):
         function = option(function)
     return function
@@ -74,39 +66,37 @@ def eval_group() -> None:
     """
 
 
-def _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
-          allow_model_mismatch):
+def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch):
+    from mel.cli.errors import note
     from mel.rankers import open_ranker
-    from mel.cli.reports import echo_err
 
-    ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, model=model, device=device,
-                         precision=precision, threads=threads, batch_size=batch_size, exact=exact,
-                         allow_model_mismatch=allow_model_mismatch, announce=echo_err)
-    for note in ranker.notes:
-        echo_err(f"mel: note: {note}")
+    ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, encoder=encoder, exact=exact,
+                         allow_model_mismatch=allow_model_mismatch, announce=note)
+    for line in ranker.notes:
+        note(line)
     return ranker
 
 
 def _finish(report: dict, report_path: str | None, quiet: bool) -> None:
     from mel.artifacts import write_json
-    from mel.cli.reports import echo_err
+    from mel.cli.errors import note, say
 
     print_eval_report(report)
-    for note in report["notes"]:
-        echo_err(f"mel: note: {note}")
+    for line in report["notes"]:
+        note(line)
     unlinkable = report["unlinkable_mentions"]
     for example in unlinkable["examples"] if unlinkable["count"] and not quiet else []:
-        echo_err(f"  unlinkable: {example}")
+        say(f"  unlinkable: {example}")
     source = report["source"]
     if source["text_md5_mismatches"]:
-        echo_err(f"mel: note: {source['text_md5_mismatches']} text file(s) differ from docs.tsv's text_md5 "
-                 "(their mentions were still checked one by one)")
+        note(f"{source['text_md5_mismatches']} text file(s) differ from docs.tsv's text_md5 "
+             "(their mentions were still checked one by one)")
     for line in _skip_lines(source):
-        echo_err(line)
+        say(line)
     if report_path:
         write_json(report_path, report)
         if not quiet:
-            echo_err(f"report written to {report_path}")
+            say(f"report written to {report_path}")
 
 
 def _percent(value: float) -> str:
@@ -165,11 +155,11 @@ def _skip_lines(source: dict) -> list[str]:
     return out
 
 
-def _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch, **more):
+def _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, **more):
     params = {"method": method, "ks": list(ks), "langs": list(langs) if langs else None, **more}
-    if method in ("biencoder", "olpeat", "labels"):
-        params.update(model_option=model, precision=precision, device=device, batch_size=batch_size,
-                      exact_search=exact, allow_model_mismatch=allow_model_mismatch)
+    if method in INDEX_METHODS:
+        params.update(model_option=encoder.model, precision=encoder.precision, device=encoder.device,
+                      batch_size=encoder.batch_size, exact_search=exact, allow_model_mismatch=allow_model_mismatch)
     return params
 
 
@@ -180,8 +170,8 @@ def _parameters(method, ks, langs, model, precision, device, batch_size, exact, 
               help="Leave out mentions whose text file is missing or whose span does not match the text "
                    "(default: count them as misses).")
 @click.option("--no-check-md5", is_flag=True, help="Do not compare each text with docs.tsv's text_md5.")
-def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path, model, allow_model_mismatch,
-                precision, device, batch_size, threads, exact, quiet, skip_bad, no_check_md5) -> None:
+def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
+                encoder, quiet, skip_bad, no_check_md5) -> None:
     """Recall@K on a Mewsli-9 dataset folder (or one language folder of it).
 
     DATASET is the output/dataset folder made by Mewsli-9's get-mewsli-9.sh:
@@ -196,13 +186,12 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
       mel eval mewsli9 mewsli-9/output/dataset --method fuzzy --aliases aliases/all
       mel eval mewsli9 mewsli-9/output/dataset/es --method olpeat --index idx/olpeat-es
     """
+    from mel.cli.progress import eval_progress
     from mel.evaluation import run_mewsli_eval
     from mel.streams import SkipReport
-    from mel.cli.progress import eval_progress
 
-    ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
-                   allow_model_mismatch)
-    parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch,
+    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch)
+    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch,
                              skip_bad=skip_bad, check_md5=not no_check_md5)
     with eval_progress(not quiet) as progress:
         report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
@@ -214,8 +203,8 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
 @eval_group.command("jsonl")
 @click.argument("input_path", metavar="FILE")
 @eval_options
-def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path, model, allow_model_mismatch,
-              precision, device, batch_size, threads, exact, quiet) -> None:
+def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
+              encoder, quiet) -> None:
     """Recall@K on mel documents JSON Lines whose mentions carry a gold "qid".
 
     FILE is mel documents (plain or compressed, "-" for stdin):
@@ -230,13 +219,12 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path
       mel eval jsonl dev.jsonl --index idx/es
       zstdcat held-out.jsonl.zst | mel eval jsonl - --method alias --aliases aliases/es --k 1,5
     """
+    from mel.cli.progress import eval_progress
     from mel.evaluation import run_jsonl_eval
     from mel.streams import SkipReport
-    from mel.cli.progress import eval_progress
 
-    ranker = _open(method, index_dir, aliases_dir, model, device, precision, threads, batch_size, exact,
-                   allow_model_mismatch)
-    parameters = _parameters(method, ks, langs, model, precision, device, batch_size, exact, allow_model_mismatch)
+    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch)
+    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch)
     with eval_progress(not quiet) as progress:
         report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
                                 report=SkipReport(max_examples=10), progress=progress)

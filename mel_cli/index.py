@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel.cli.options import device_option, model_option, split_commas, threads_option
+from mel.cli.options import encoder_options, merge_renamed, renamed, split_commas
 
 
 @click.group()
@@ -29,15 +29,16 @@ def index() -> None:
 @index.command("build")
 @click.option("--kb", "kb", multiple=True, type=click.Path(exists=True),
               help="DaMuEL language part (folder of part-* xz files) or mel KB JSONL (.zst ok); repeatable.")
-@click.option("--contexts", multiple=True, type=click.Path(exists=True),
-              help="Training contexts as extra entries: DaMuEL parts (their wiki links) or mel documents "
-                   "JSONL with gold qids; repeatable.")
+@click.option("--links", multiple=True, type=click.Path(exists=True),
+              help="Training mentions, whose contexts become extra entries (--kinds context): DaMuEL parts "
+                   "(their wiki-origin links) or mel documents JSONL with gold qids; repeatable.")
+@renamed("--contexts", "--links", multiple=True, type=click.Path(exists=True))
 @click.option("--aliases", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Alias table (mel alias build) whose strings become label entries, one per (alias, QID) "
                    "pair (the OLPEAT baseline; needs --kinds label); repeatable.")
 @click.option("--kinds", multiple=True, callback=split_commas,
               help="Entry kinds: description, context, label (comma-separated; default: description, plus "
-                   "context when --contexts is given; label with --aliases alone).")
+                   "context when --links is given; label with --aliases alone).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
 @click.option("--langs", multiple=True, callback=split_commas, help="Only these languages (comma-separated).")
 @click.option("--target-lang", default=None,
@@ -47,7 +48,6 @@ def index() -> None:
 @click.option("--contexts-per-qid", type=click.IntRange(1), default=None,
               help="At most this many training contexts per QID.")
 @click.option("--all-origins", is_flag=True, help="Use every DaMuEL link as a context, not only wiki-origin ones.")
-@model_option
 @click.option("--shard-size", type=click.IntRange(1), default=1_000_000, show_default=True,
               help="Entries per shard.")
 @click.option("--num-leaves", type=click.IntRange(1), default=None,
@@ -57,18 +57,13 @@ def index() -> None:
 @click.option("--reorder", type=click.IntRange(1), default=100, show_default=True,
               help="Candidates rescored exactly after asymmetric hashing.")
 @click.option("--exact", is_flag=True, help="Build no ScaNN searchers: search exactly with NumPy (small indexes).")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True, help="Entries per encoder call.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
-              help="Model variant used to encode entries (auto: int8 on CPU, fp16 on CUDA).")
-@device_option
-@threads_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same output.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed KB line instead of skipping it.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def build_cmd(kb, contexts, aliases, kinds, output, langs, target_lang, require_page, limit, contexts_per_qid,
-              all_origins, model, shard_size, num_leaves, leaves_to_search, reorder, exact, batch_size,
-              precision, device, threads, resume, force, strict, quiet) -> None:
+@encoder_options
+def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, require_page, limit,
+              contexts_per_qid, all_origins, shard_size, num_leaves, leaves_to_search, reorder, exact, resume,
+              force, strict, encoder, quiet) -> None:
     """Encode a knowledge base into a sharded index.
 
     Entries are streamed: memory holds one shard plus a batch, whatever the
@@ -79,30 +74,32 @@ def build_cmd(kb, contexts, aliases, kinds, output, langs, target_lang, require_
     \b
     Example:
       mel index build --kb damuel/es --model models/lealla-small -o idx/es
-      mel index build --kb kb.jsonl.zst --contexts train.jsonl -o idx/ctx --contexts-per-qid 10
+      mel index build --kb kb.jsonl.zst --links train.jsonl -o idx/ctx --contexts-per-qid 10
       mel index build --kb kb.jsonl --kinds label -o idx/labels
       mel index build --aliases aliases/es --kinds label -o idx/olpeat-es
     """
-    from mel.indexes.scann_settings import IndexSettings
-    from mel.encoding import Encoder
+    from mel.cli.errors import note
+    from mel.cli.progress import IndexProgress
+    from mel.cli.reports import print_skip_report
+    from mel.indexes.settings import IndexSettings
     from mel.indexing import KBSelection, build_kb_index
     from mel.model_cache import resolve_model
     from mel.streams import SkipReport
-    from mel.cli.reports import echo_err, print_skip_report
 
-    if not kinds and aliases and not kb and not contexts:
+    links = merge_renamed(links, old_links, "--contexts", "--links")
+    if not kinds and aliases and not kb and not links:
         kinds = ("label",)
-    kinds = kinds or (("description", "context") if contexts else ("description",))
+    kinds = kinds or (("description", "context") if links else ("description",))
     report = SkipReport(strict=strict, max_examples=1000)
-    selection = KBSelection(kb=kb, contexts=contexts, aliases=aliases, kinds=kinds, langs=langs,
+    selection = KBSelection(kb=kb, links=links or (), aliases=aliases, kinds=kinds, langs=langs,
                             target_lang=target_lang, require_page=require_page, limit=limit,
                             contexts_per_qid=contexts_per_qid, all_origins=all_origins, report=report)
-    encoder = Encoder(resolve_model(model, announce=echo_err), device=device, precision=precision,
-                      threads=threads, batch_size=min(batch_size, 256))
+    model = encoder.open(resolve_model(encoder.model, announce=note))
     settings = IndexSettings(shard_size=shard_size, num_leaves=num_leaves, leaves_to_search=leaves_to_search,
                              reorder_num_neighbors=reorder, scann=not exact)
-    manifest = build_kb_index(output, selection, encoder, settings=settings, batch_size=batch_size,
-                              resume=resume, force=force, quiet=quiet)
+    with IndexProgress(enabled=not quiet) as progress:
+        manifest = build_kb_index(output, selection, model, settings=settings, resume=resume, force=force,
+                                  progress=progress)
     print_skip_report(report)
     click.echo(f"{output}: {manifest.counts.entries:,} entries of {manifest.counts.qids:,} QIDs in "
                f"{len(manifest.shards)} shard(s); kinds {', '.join(manifest.counts.by_kind)}; "
@@ -120,9 +117,8 @@ def info_cmd(index_dir: str, as_json: bool) -> None:
       mel index info idx/es
       mel index info idx/es --json | jq .entries
     """
-    from mel.indexes.verify import info
-
     from mel.cli.reports import print_index_info, print_json
+    from mel.indexes.verify import info
 
     details = info(index_dir)
     if as_json:
@@ -137,7 +133,8 @@ def info_cmd(index_dir: str, as_json: bool) -> None:
               help="Stored vectors used as queries to measure ScaNN's recall@10 against exact search.")
 @click.option("--min-recall", type=click.FloatRange(0, 1), default=None,
               help="Fail when the measured recall@10 is below this.")
-@model_option
+@click.option("--model", "model", default=None, metavar="MODEL",
+              help="Model folder to compare with the index's model checksum (default: the one the index names).")
 def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str | None) -> None:
     """Check an index: checksums, model match, and ScaNN recall@10 against exact search.
 
@@ -148,8 +145,8 @@ def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str
       mel index verify idx/es
       mel index verify idx/es --sample 5000 --min-recall 0.95
     """
-    from mel.indexing import verify_index
     from mel.cli.reports import print_verify_report
+    from mel.indexing import verify_index
 
     report = verify_index(index_dir, sample=sample, min_recall=min_recall, model=model)
     print_verify_report(report)

@@ -18,8 +18,8 @@ def info(as_json: bool) -> None:
       mel info
       mel info --json | jq .onnxruntime
     """
-    from mel.runtime import environment
     from mel.cli.reports import print_json, print_mapping
+    from mel.runtime import environment
 
     found = environment()
     if as_json:

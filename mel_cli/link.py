@@ -6,32 +6,31 @@ import sys
 
 import click
 
-from mel.cli.options import batch_size_option, device_option, model_option, threads_option
+from mel.cli.options import encoder_options
+from mel.rankers import METHODS
 
 
 @click.command("link")
 @click.argument("input_path", metavar="INPUT", default="-")
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder (mel index build).")
+@click.option("--index", "index_dir", type=click.Path(), default=None, help="Index folder (mel index build).")
+@click.option("--aliases", "aliases_dir", type=click.Path(), default=None,
+              help="Alias table folder (mel alias build), for --method alias and fuzzy.")
+@click.option("--method", type=click.Choice(METHODS), default="biencoder", show_default=True,
+              help="How mentions are ranked (see `mel eval -h`): biencoder searches --index as built.")
 @click.option("-o", "--output", default="-", show_default=True,
               help="Output JSON Lines (.zst compresses); written under a temporary name, renamed when complete.")
 @click.option("--errors", "errors_path", default=None,
               help="Write bad input records here instead of into the output.")
 @click.option("--top-k", type=click.IntRange(1, 10_000), default=10, show_default=True,
-              help="Candidates per mention.")
+              help="Candidates kept per mention.")
 @click.option("--min-score", type=float, default=None, help="Below this score a mention's qid is null (NIL).")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input record (exit 3).")
-@model_option
 @click.option("--allow-model-mismatch", is_flag=True,
               help="Search even if the model's checksum differs from the index's (experiments only).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
-              help="Model variant (auto: int8 on CPU, fp16 on CUDA).")
-@device_option
-@batch_size_option
-@threads_option
 @click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
-def link(input_path, index_dir, output, errors_path, top_k, min_score, strict, model, allow_model_mismatch,
-         precision, device, batch_size, threads, exact, quiet) -> None:
+@encoder_options
+def link(input_path, index_dir, aliases_dir, method, output, errors_path, top_k, min_score, strict,
+         allow_model_mismatch, exact, encoder, quiet) -> None:
     """Link the mentions of documents to Wikidata QIDs.
 
     INPUT is mel documents JSON Lines (plain or zstd, detected by content; "-"
@@ -50,23 +49,23 @@ def link(input_path, index_dir, output, errors_path, top_k, min_score, strict, m
       zstdcat docs.jsonl.zst | mel link - --index idx/es | zstd > out.jsonl.zst
       mel link docs.jsonl --index idx/es --min-score 0.8 --top-k 5
     """
-    from mel.linking import LinkOptions, run_link
+    from mel.cli.errors import note, say
     from mel.cli.progress import link_progress
-    from mel.cli.reports import echo_err
+    from mel.linking import LinkOptions, run_link
+    from mel.rankers import open_ranker
 
+    ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, encoder=encoder, exact=exact,
+                         allow_model_mismatch=allow_model_mismatch, announce=note)
     options = LinkOptions(top_k=top_k, min_score=min_score, strict=strict)
     with link_progress(enabled=not quiet) as progress:
-        stats = run_link(input_path, index_dir, output, errors_path=errors_path, options=options, model=model,
-                         device=device, precision=precision, threads=threads, batch_size=batch_size,
-                         exact=exact, allow_model_mismatch=allow_model_mismatch, announce=echo_err,
-                         progress=progress)
+        stats = run_link(input_path, ranker, output, errors_path=errors_path, options=options, progress=progress)
     if stats.broken_pipe:
         sys.exit(0)  # the reader went away (`mel link ... | head`): end quietly
     if not quiet:
-        echo_err(stats.summary())
+        say(stats.summary())
         for line in stats.error_lines:
-            echo_err(f"  error: {line}")
+            say(f"  error: {line}")
         if stats.errors > len(stats.error_lines):
-            echo_err(f"  … and {stats.errors - len(stats.error_lines):,} more")
+            say(f"  … and {stats.errors - len(stats.error_lines):,} more")
     if stats.errors:
         sys.exit(3)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel.cli.options import device_option, max_length_option, threads_option
+from mel.cli.options import encoder_options, max_length_option, merge_renamed, renamed, variants_option
 
 
 @click.group()
@@ -54,16 +54,18 @@ def default_cmd(output: str | None, force: bool) -> None:
 @model.command("export")
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
-              help="Variants to write besides fp32 (repeatable; default: int8). fp16 is for GPUs, int8 for CPUs.")
+@variants_option
+@renamed("--precision", "--variants", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]))
 @click.option("--pooling", type=click.Choice(["pooler", "cls", "mean"]), default=None,
               help="Sentence pooling (default: from the checkpoint: sentence-transformers config, else the BERT "
                    "pooler when present, as LEALLA and LaBSE use, else mean).")
 @max_length_option
-@click.option("--mention-prefix", default=None, help='Text put before mentions (e5: "query: "; default from the model).')
+@click.option("--mention-prefix", default=None,
+              help='Text put before mentions (e5: "query: "; default from the model).')
 @click.option("--entity-prefix", default=None, help='Text put before entities (e5: "passage: ").')
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-def export_cmd(source, output, precisions, pooling, max_length, mention_prefix, entity_prefix, force) -> None:
+def export_cmd(source, output, variants, old_variants, pooling, max_length, mention_prefix, entity_prefix,
+               force) -> None:
     """Export a Hugging Face BERT-family checkpoint to a mel model folder.
 
     SOURCE is a local checkpoint folder or a hub id found in the local Hugging
@@ -74,7 +76,7 @@ def export_cmd(source, output, precisions, pooling, max_length, mention_prefix, 
     \b
     Example:
       mel model export setu4993/LEALLA-small -o models/lealla-small
-      mel model export ./my-checkpoint -o models/mine --precision fp16 --precision int8
+      mel model export ./my-checkpoint -o models/mine --variants fp16 --variants int8
     """
     from mel.exporters.model_folder import default_prefixes, export_checkpoint
 
@@ -85,7 +87,8 @@ def export_cmd(source, output, precisions, pooling, max_length, mention_prefix, 
         found = default_prefixes(resolve_checkpoint(source), source)
         prefixes = {"mention": found["mention"] if mention_prefix is None else mention_prefix,
                     "entity": found["entity"] if entity_prefix is None else entity_prefix}
-    wanted = ("fp32", *(precisions or ("int8",)))
+    variants = merge_renamed(variants, old_variants, "--precision", "--variants")
+    wanted = ("fp32", *(variants or ("int8",)))
     manifest = export_checkpoint(source, output, precisions=tuple(dict.fromkeys(wanted)), pooling=pooling,
                                  max_length=max_length, prefixes=prefixes, force=force)
     click.echo(f"{output}: {manifest.architecture}, {manifest.config['num_hidden_layers']} layers, dim "
@@ -104,8 +107,8 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
       mel model info models/lealla-small
       mel model info models/lealla-small --json | jq .checksum
     """
-    from mel.model_cache import resolve_model
     from mel.cli.reports import print_json, print_mapping
+    from mel.model_cache import resolve_model
 
     folder = resolve_model(model_dir)
     if as_json:
@@ -115,28 +118,53 @@ def info_cmd(model_dir: str, as_json: bool) -> None:
 
 
 @model.command("embed")
-@click.argument("model_dir", type=click.Path(), default="default")
+@click.argument("model_dir", metavar="[MODEL]", type=click.Path(), default=None, required=False)
 @click.option("--role", type=click.Choice(["mention", "entity", "none"]), default="mention", show_default=True,
               help="Which prefix to put before each line (e5 uses query:/passage:; LEALLA none).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write a float32 .npy matrix here instead of JSON lines on stdout.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
-              help="Model variant: auto is int8 on CPU, fp16 on CUDA (when the folder has them), else fp32.")
-@device_option
-@threads_option
-def embed_cmd(model_dir, role, output, precision, device, threads) -> None:
+@encoder_options
+def embed_cmd(model_dir, role, output, encoder, quiet) -> None:
     """Embed lines of text read from stdin (one text a line).
 
     Writes one JSON array a line, or a (lines x dim) .npy with -o. For
     inspection and scripting; lines longer than the model's window are
-    truncated.
+    truncated. The model is --model (or the MODEL argument; default: the
+    offline default model).
 
     \b
     Example:
       printf 'Paris\\nParís\\nパリ\\n' | mel model embed
-      mel model embed models/lealla-small --role entity -o vectors.npy < labels.txt
+      mel model embed --model models/lealla-small --role entity -o vectors.npy < labels.txt
     """
-    from mel.encoding import embed_lines
+    import dataclasses
 
-    embed_lines(model_dir, sys.stdin.buffer, output, role=None if role == "none" else role,
-                precision=precision, device=device, threads=threads)
+    import numpy as np
+    import orjson
+
+    from mel.artifacts import atomic_file
+    from mel.cli.errors import note
+    from mel.errors import InputError
+    from mel.model_cache import resolve_model
+
+    if model_dir is not None and encoder.model is not None:
+        raise click.UsageError("give the model once: --model or the MODEL argument")
+    encoder = dataclasses.replace(encoder, model=encoder.model or model_dir)
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            texts.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"stdin line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not texts:
+        raise InputError("no input: give one text a line on stdin")
+    model = encoder.open(resolve_model(encoder.model, announce=None if quiet else note))
+    vectors = model.encode_texts(texts, None if role == "none" else role)
+    if output:
+        with atomic_file(output) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, vectors)
+        return
+    out = sys.stdout.buffer
+    for row in vectors:
+        out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    out.flush()

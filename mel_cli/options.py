@@ -1,8 +1,13 @@
-"""Options shared by several commands, so they read the same everywhere."""
+"""Option bundles shared by several commands, so that each option means one thing everywhere."""
 
 from __future__ import annotations
 
+import functools
+
 import click
+
+from mel.models import PRECISIONS
+from mel.runtime import DEVICES
 
 
 def split_commas(ctx, param, values):
@@ -10,18 +15,66 @@ def split_commas(ctx, param, values):
     out = [v.strip() for value in values for v in value.split(",") if v.strip()]
     return tuple(out) or None
 
-device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the encoder runs; auto picks CUDA when onnxruntime has it.")
-threads_option = click.option(
-    "--threads", type=click.IntRange(1, 1024), default=None,
-    help="CPU threads for the encoder (default: the cores this process may use).")
-batch_size_option = click.option(
-    "--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
-    help="Texts per encoder call.")
-model_option = click.option(
-    "--model", "model", default=None,
-    help="Model folder (default: the one named by the index, or the offline default model).")
+
+def _apply(function, options):
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+# --model --device --precision --threads --batch-size -q: how to run the encoder, in every
+# command that encodes (link, eval jsonl, eval mewsli9, index build, model embed).
+ENCODER_OPTIONS = [
+    click.option("--model", "model", default=None, metavar="MODEL",
+                 help="Model folder, or `default` (the offline multilingual-e5-small). Commands that search an "
+                      "index default to the model the index was built with; the others to `default`."),
+    click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                 help="Where the encoder runs; auto picks CUDA when onnxruntime has it and a GPU is seen."),
+    click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
+                 help="Which model variant to run: auto is int8 on CPU and fp16 on CUDA when the model folder has "
+                      "them, else fp32."),
+    click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                 help="CPU threads for the encoder and for string matching (default: the cores this process "
+                      "may use)."),
+    click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
+                 help="Texts per encoder call."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr (errors still show)."),
+]
+
+
+def encoder_options(function):
+    """Adds the encoder options; the command receives them as one `EncoderSettings` (`encoder`) plus `quiet`."""
+    from mel.retrieval import EncoderSettings
+
+    @functools.wraps(function)
+    def wrapper(*args, model, device, precision, threads, batch_size, **kwargs):
+        return function(*args, encoder=EncoderSettings(model=model, device=device, precision=precision,
+                                                       threads=threads, batch_size=batch_size), **kwargs)
+
+    return _apply(wrapper, ENCODER_OPTIONS)
+
+
 max_length_option = click.option(
     "--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
     help="Tokens per mention/entity window.")
+
+variants_option = click.option(
+    "--variants", "variants", multiple=True, type=click.Choice([p for p in PRECISIONS if p != "fp32"]),
+    help="Model variants to write besides fp32 (repeatable; default: int8). fp16 is for GPUs, int8 for CPUs.")
+
+
+def renamed(old: str, new: str, *, multiple: bool = False, is_flag: bool = False, **kwargs):
+    """A hidden option under a name that was changed: kept for one release (CHANGELOG)."""
+    return click.option(old, f"old_{new.lstrip('-').replace('-', '_')}", hidden=True, multiple=multiple,
+                        is_flag=is_flag, **kwargs)
+
+
+def merge_renamed(new_value, old_value, old: str, new: str):
+    """The value of an option given under its new name or its old one (with a note for the old)."""
+    if old_value in (None, (), False):
+        return new_value
+    click.echo(f"mel: note: {old} is now called {new}; the old name goes away in the next release", err=True)
+    if isinstance(old_value, tuple):
+        return tuple(new_value or ()) + old_value
+    given = click.get_current_context().get_parameter_source(new.lstrip("-").replace("-", "_"))
+    return new_value if given == click.core.ParameterSource.COMMANDLINE else old_value

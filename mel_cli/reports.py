@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import click
 import orjson
 from rich.console import Console
 from rich.table import Table
 
-
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+from mel.cli.errors import error, say
 
 
 def print_mapping(title: str, data: dict, console: Console | None = None) -> None:
@@ -34,7 +31,7 @@ def print_json(data) -> None:
 def print_skip_report(report) -> None:
     """What a reader skipped (malformed records, with file:line) and left out, on stderr."""
     for line in report.lines():
-        echo_err(line)
+        say(line)
 
 
 def _size(n: int) -> str:
@@ -89,4 +86,4 @@ def print_verify_report(report) -> None:
         "result": "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))",
     }, console)
     for problem in report.problems:
-        echo_err(f"mel: error: {problem}")
+        error(problem)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mel.cli.options import max_length_option, split_commas
+from mel.cli.options import max_length_option, merge_renamed, renamed, split_commas, variants_option
 
 
 @click.command("train")
@@ -28,8 +28,9 @@ from mel.cli.options import max_length_option, split_commas
               help="Hard negatives per mention; the softmax spans b·(neg+1) entities.")
 @click.option("--logit-multiplier", type=click.FloatRange(min=0, min_open=True), default=50.0, show_default=True,
               help="Cosine similarities are multiplied by this before the softmax (≤ 5 does not train).")
-@click.option("--k", type=click.IntRange(1), default=100, show_default=True,
+@click.option("--neighbours", type=click.IntRange(1), default=100, show_default=True,
               help="Nearest entities retrieved per mention to sample negatives from (doubled while too few).")
+@renamed("--k", "--neighbours", type=click.IntRange(1), default=None)
 @click.option("--first-round-negatives", type=click.Choice(["context", "mention"]), default="context",
               show_default=True,
               help="Mine round 1 with mentions in context (thesis) or by the mention string alone "
@@ -64,16 +65,16 @@ from mel.cli.options import max_length_option, split_commas
               help="Steps between loss records in train-log.jsonl.")
 @click.option("--encode-batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Texts per forward pass when embedding the KB and mentions.")
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp16", "int8"]),
-              help="Variants of the exported model besides fp32 (repeatable; default: int8).")
+@variants_option
+@renamed("--precision", "--variants", multiple=True, type=click.Choice(["fp16", "int8"]))
 @click.option("--keep-work", is_flag=True, help="Keep work/ (tokenised KB, round data, indexes) at the end.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over, deleting what is in OUTPUT.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(kb, links, model, output, langs, rounds, batch_size, negatives, logit_multiplier, k,
-          first_round_negatives, steps_first, steps, lr, lr_decay, lr_decay_every, pooling, max_length, dropout,
-          eval_spec, device, threads, seed, checkpoint_every, log_every, encode_batch_size, precisions, keep_work,
-          resume, force, quiet) -> None:
+def train(kb, links, model, output, langs, rounds, batch_size, negatives, logit_multiplier, neighbours,
+          old_neighbours, first_round_negatives, steps_first, steps, lr, lr_decay, lr_decay_every, pooling,
+          max_length, dropout, eval_spec, device, threads, seed, checkpoint_every, log_every, encode_batch_size,
+          variants, old_variants, keep_work, resume, force, quiet) -> None:
     """Fine-tune the bi-encoder with in-batch softmax and hard-negative rounds.
 
     Each round embeds the KB with the current model and builds an index,
@@ -94,26 +95,60 @@ def train(kb, links, model, output, langs, rounds, batch_size, negatives, logit_
       torchrun --nproc-per-node 4 --no-python mel train --kb damuel/es --links damuel/es \\
                 --model setu4993/LEALLA-small -o runs/es-small
     """
+    from mel.errors import MelError
+
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise click.ClickException("mel train needs PyTorch: pip install 'mel[train]'") from None
-    from mel.training.loop import print_summary, train as run_training
+        raise MelError("mel train needs PyTorch: pip install torch==2.13.0 (the CPU build; on a GPU machine the "
+                       "CUDA one), then pip install 'mel[train]'") from None
+    from mel.cli.errors import note
+    from mel.cli.progress import TrainingProgress
+    from mel.training.loop import train as run_training
     from mel.training.settings import TrainSettings
+
+    neighbours = merge_renamed(neighbours, old_neighbours, "--k", "--neighbours")
+    variants = merge_renamed(variants, old_variants, "--precision", "--variants")
 
     settings = TrainSettings(
         kb=tuple(kb), links=tuple(links), model=model, output=output, langs=langs, rounds=rounds,
-        batch_size=batch_size, negatives=negatives, logit_multiplier=logit_multiplier, k=k,
+        batch_size=batch_size, negatives=negatives, logit_multiplier=logit_multiplier, k=neighbours,
         steps_first=steps_first, steps=steps, lr=lr, lr_decay=lr_decay, lr_decay_every=lr_decay_every,
         first_round_negatives=first_round_negatives, pooling=pooling, max_length=max_length, dropout=dropout,
         eval=eval_spec, device=device, seed=seed, checkpoint_every=checkpoint_every, log_every=log_every,
-        encode_batch_size=encode_batch_size, precisions=("fp32", *(precisions or ("int8",))), threads=threads,
+        encode_batch_size=encode_batch_size, precisions=("fp32", *(variants or ("int8",))), threads=threads,
         keep_work=keep_work, quiet=quiet, resume=resume, force=force,
     )
-    result = run_training(settings)
+    with TrainingProgress(enabled=not quiet) as progress:
+        result = run_training(settings, progress=progress)
     if result.rank == 0:
-        print_summary(result)
-        for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+        print_rounds(result.history)
+        for line in result.notes:
+            note(line)
         click.echo(f"model: {result.model}  (mel index build --kb … --model {result.model})")
         click.echo(f"checkpoint: {result.checkpoint}  (mel model export {result.checkpoint} -o DIR)")
+
+
+def _percent(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def print_rounds(history: list[dict]) -> None:
+    """One row per round (round 0: the model before training, when evaluated), on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Training rounds", title_justify="left")
+    for name in ("round", "steps", "loss", "R@1", "R@10", "in KB", "k grown", "minutes"):
+        table.add_column(name, justify="right")
+    for record in history:
+        evaluation = record.get("eval") or {}
+        mining = record.get("mining") or {}
+        loss = record.get("loss")
+        table.add_row(
+            str(record["round"]), f"{record.get('steps', 0):,}", "" if loss is None else f"{loss:.4f}",
+            _percent(evaluation.get("R@1")), _percent(evaluation.get("R@10")), _percent(evaluation.get("in_kb")),
+            "" if not mining else f"{mining.get('grown', 0):,}",
+            "" if record.get("seconds") is None else f"{record['seconds'] / 60:.1f}",
+        )
+    Console(soft_wrap=True).print(table)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mel.indexes.scann_backend import scann_available
+
 # A LEALLA-shaped toy: many thin layers and a pooler (LEALLA-small: 24 x 128, 8 heads).
 TINY_CONFIG = dict(vocab_size=0, hidden_size=32, num_hidden_layers=12, num_attention_heads=4,
                    intermediate_size=64, max_position_embeddings=128, type_vocab_size=2)
@@ -79,3 +81,13 @@ def default_model(mel_home) -> Path:
 
     build_default_model(default_model_path())
     return default_model_path()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `scann` need ScaNN, which exists for Linux x86-64 only: skipped elsewhere."""
+    if scann_available():
+        return
+    skip = pytest.mark.skip(reason="needs ScaNN (Linux x86-64 only); the exact NumPy search is tested anyway")
+    for item in items:
+        if "scann" in item.keywords:
+            item.add_marker(skip)

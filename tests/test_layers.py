@@ -132,4 +132,23 @@ def test_every_module_has_a_layer():
 def test_the_graph_sees_lazy_and_relative_imports():
     # Guards the checker itself: the default model is built above both layers it uses.
     assert {"mel.exporters.default_model", "mel.models"} <= GRAPH["mel.model_cache"]
-    assert "mel.model_cache" in GRAPH["mel.encoding"]  # imported inside a function
+    assert "mel.aliases" in GRAPH["mel.indexing"]  # imported inside a function
+
+
+UI_MODULES = ("rich", "click")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if layer_of(n)[1] != "cli"))
+def test_no_user_interface_outside_the_cli(name):
+    """Progress, tables and printing live in mel.cli; the library reports through callbacks."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            used = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            used = [(node.module or "").split(".")[0]]
+        else:
+            used = []
+        assert not set(used) & set(UI_MODULES), f"{name} imports {used} (UI belongs in mel.cli)"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id != "print", f"{name} calls print() at line {node.lineno} (UI belongs in mel.cli)"

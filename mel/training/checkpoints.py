@@ -26,11 +26,11 @@ from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_file, save_file
 
-from mel.exporters.model_folder import MARKER
 from mel import __version__
 from mel.artifacts import atomic_folder, read_json, write_json
 from mel.errors import ArtifactError
 from mel.models import MANIFEST_NAME
+from mel.records import MENTION_MARKER
 
 CHECKPOINT_FORMAT = "mel.checkpoint.v1"
 STATE_FORMAT = "mel.train.state.v1"
@@ -60,7 +60,7 @@ class TrainerState:
         return {"format": STATE_FORMAT, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict, where: str = "state.json") -> "TrainerState":
+    def from_json(cls, data: dict, where: str = "state.json") -> TrainerState:
         if data.get("format") != STATE_FORMAT:
             raise ArtifactError(f"{where}: not a mel training state (format {data.get('format')!r})")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
@@ -105,17 +105,19 @@ def save_checkpoint(
     tensors, groups = _optimizer_tensors(optimizer, parameter_names)
     with atomic_folder(folder, force=True) as tmp:
         write_json(tmp / "config.json", model.bert.config.to_hf())
-        weights = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.bert.state_dict().items()}
+        weights = {name: t.detach().to("cpu", torch.float32).contiguous()
+                   for name, t in model.bert.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))
         write_json(tmp / MANIFEST_NAME, {
             "format": CHECKPOINT_FORMAT, "pooling": pooling, "prefixes": dict(prefixes), "max_length": max_length,
-            "marker": MARKER, "marker_id": tokenizer.token_to_id(MARKER), "source": source,
+            "marker": MENTION_MARKER, "marker_id": tokenizer.token_to_id(MENTION_MARKER), "source": source,
             "round": state.round, "step": state.step, "global_step": state.global_step, "mel_version": __version__,
         })
         (tmp / TRAINER).mkdir()
         save_file(tensors, str(tmp / TRAINER / "optimizer.safetensors"))
-        save_numpy_file({k: np.ascontiguousarray(v) for k, v in rng_states.items()}, str(tmp / TRAINER / "rng.safetensors"))
+        save_numpy_file({k: np.ascontiguousarray(v) for k, v in rng_states.items()},
+                        str(tmp / TRAINER / "rng.safetensors"))
         write_json(tmp / TRAINER / "state.json", {**state.to_json(), "param_groups": groups,
                                                   "parameters": list(parameter_names)})
 

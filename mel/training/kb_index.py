@@ -10,14 +10,14 @@ is missing); then every rank opens the finished index.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from mel.indexes.builder import IndexWriter
 from mel.indexes.manifest import MANIFEST_FILE
-from mel.indexes.scann_settings import IndexSettings
+from mel.indexes.settings import IndexSettings
 from mel.training.distributed import World
 from mel.training.kb_store import KBStore
 
@@ -68,7 +68,7 @@ def build_kb_index(
         vectors = np.load(vectors_path, mmap_mode="r")
         advance = progress("building the index", len(kb)) if progress else None
         labels = kb.labels()
-        with IndexWriter(folder, dim, settings=settings, extra=extra or {}, force=True, quiet=True) as writer:
+        with IndexWriter(folder, dim, settings=settings, extra=extra or {}, force=True) as writer:
             for lo in range(0, len(kb), EMBED_CHUNK):
                 hi = min(len(kb), lo + EMBED_CHUNK)
                 langs = [kb.languages[code] for code in kb.langs[lo:hi]]

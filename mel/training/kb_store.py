@@ -20,24 +20,25 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import orjson
 
-from mel.indexes.store import GrowingNpy, load_npy
 from mel.artifacts import read_json, write_json
 from mel.errors import InputError
+from mel.indexes.store import GrowingNpy, load_npy
 from mel.kb import read_kb
 from mel.mentions import MentionTokenizer
+from mel.qids import QID_DTYPE
 from mel.streams import SkipReport
 
 KB_FORMAT = "mel.train.kb.v1"
 TOKEN_DTYPE = np.dtype("<i4")
 LENGTH_DTYPE = np.dtype("<i2")
-QID_DTYPE = np.dtype("<i8")
+
 LANG_DTYPE = np.dtype("<u2")
 _CHUNK = 4096
 
@@ -89,7 +90,7 @@ class KBStore:
                 yield orjson.loads(line)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "KBStore":
+    def open(cls, folder: str | os.PathLike) -> KBStore:
         folder = Path(folder)
         info = read_json(folder / "kb.json")
         if info.get("format") != KB_FORMAT:

@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mel.exporters.model_folder import write_model_folder
-from mel.indexes.searcher import Index
 from mel.artifacts import command_line, read_json, tool_versions, write_json
 from mel.errors import InputError
+from mel.exporters.model_folder import write_model_folder
+from mel.indexes.searcher import Index
 from mel.models import MANIFEST_NAME
 from mel.streams import SkipReport
 from mel.training.batches import RoundBatches
@@ -47,12 +43,13 @@ from mel.training.checkpoints import (
     save_checkpoint,
 )
 from mel.training.distributed import World, end_world, start_world
-from mel.training.evaluation import EvalSet, read_eval_set, recall_at_k
+from mel.training.evaluation import HeldOut, TrainingRanker, read_held_out, round_recall
 from mel.training.kb_index import build_kb_index, index_folder, remove_index
 from mel.training.kb_store import KBStore, build_kb_store
 from mel.training.loss import in_batch_loss
 from mel.training.mining import MiningStats, NegativeMiner
-from mel.training.report import LOG_NAME, TrainLog, rounds_table
+from mel.training.progress import TrainProgress
+from mel.training.report import LOG_NAME, TrainLog
 from mel.training.round_data import MentionStream, RoundData, build_round_data, mention_sources
 from mel.training.settings import TrainSettings
 from mel.training.source import load_source
@@ -71,19 +68,20 @@ class TrainResult:
     rank: int = 0
 
 
-def train(settings: TrainSettings, *, console: Console | None = None,
+def train(settings: TrainSettings, *, progress: TrainProgress | None = None,
           on_step: Callable[[int, int, int], None] | None = None) -> TrainResult:
-    """Run (or resume) the training rounds; `on_step(round, step, global_step)`
-    is called after every optimizer step (tests use it to interrupt a run)."""
+    """Run (or resume) the training rounds, reporting through `progress`;
+    `on_step(round, step, global_step)` is called after every optimizer step
+    (tests use it to interrupt a run)."""
     world = start_world(settings.device)
     try:
-        return Trainer(settings, world, console, on_step).run()
+        return Trainer(settings, world, progress or TrainProgress(), on_step).run()
     finally:
         end_world(world)
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, world: World, console: Console | None, on_step):
+    def __init__(self, settings: TrainSettings, world: World, progress: TrainProgress, on_step):
         self.settings = settings
         self.world = world
         self.device = world.device
@@ -91,29 +89,22 @@ class Trainer:
         self.run_dir = settings.out
         self.work = self.run_dir / "work"
         self.checkpoint_dir = self.run_dir / "checkpoint"
-        self.quiet = settings.quiet or not world.is_main
-        self.console = console or Console(stderr=True)
+        # Only the main process reports; the others would repeat it.
+        self.progress = progress if world.is_main else TrainProgress()
         self.log = TrainLog(self.run_dir / LOG_NAME, enabled=world.is_main)
         self.notes: list[str] = []
         self.kb_report = SkipReport()
         self.links_report = SkipReport()
-        self.progress: Progress | None = None
         self._clock: tuple[float, float] | None = None  # (round seconds before this process, its start)
 
     # -- helpers ---------------------------------------------------------------
 
     def say(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(message)
+        self.progress.message(message)
 
     def task(self, description: str, total: int | None) -> Callable[[int], None]:
-        """A progress bar for the next phase (the previous phase's bar is removed)."""
-        if self.progress is None:
-            return lambda n: None
-        for old in list(self.progress.task_ids):
-            self.progress.remove_task(old)
-        task = self.progress.add_task(description, total=total)
-        return lambda n: self.progress.advance(task, n)
+        """Report the next phase; returns its advance(n)."""
+        return self.progress.phase(description, total)
 
     def embed(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return embed_tokens(self.model, tokens, lengths.astype(np.int64), self.pad_id, self.device,
@@ -145,7 +136,7 @@ class Trainer:
             write_json(run_json, {
                 "format": RUN_FORMAT, "settings": s.to_json(), "world_size": self.world.size,
                 "command": command_line(), "tools": tool_versions(),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             })
         self.world.barrier()
         return None
@@ -205,10 +196,9 @@ class Trainer:
 
     def _evaluate(self, version: int) -> dict | None:
         result = None
-        if self.eval_set is not None and self.world.is_main:
-            queries = self.embed(self.eval_set.tokens, self.eval_set.lengths)
-            result = recall_at_k(Index(index_folder(self.work, version)), queries, self.eval_set.gold,
-                                 langs=self.eval_set.langs)
+        if self.held_out is not None and self.world.is_main:
+            ranker = TrainingRanker(self.tokens, self.embed, Index(index_folder(self.work, version)))
+            result = round_recall(self.held_out, ranker)
         self.world.barrier()
         return result
 
@@ -217,7 +207,7 @@ class Trainer:
                               dim=self.model.bert.config.hidden_size,
                               extra={"model": {"name": f"mel train: {self.source.name}, model version {version}"},
                                      "query_encoding": "context"},
-                              progress=self.task if self.progress is not None else None)
+                              progress=self.task)
 
     def _round_data(self, r: int, state: TrainerState) -> RoundData:
         s, world = self.settings, self.world
@@ -345,7 +335,7 @@ class Trainer:
         self._checkpoint(state)
         self.log.write("round", **record)
         self.say(f"round {r + 1}/{s.rounds}: loss {record['loss']:.4f}"
-                 + (f", R@1 {100 * evaluation['r@1']:.1f}, R@10 {100 * evaluation['r@10']:.1f}" if evaluation else "")
+                 + (f", R@1 {100 * evaluation['R@1']:.1f}, R@10 {100 * evaluation['R@10']:.1f}" if evaluation else "")
                  + f" ({seconds / 60:.1f} min)")
         if self.world.is_main and not s.keep_work:
             shutil.rmtree(self.work / f"round-{r + 1:02d}", ignore_errors=True)
@@ -359,18 +349,13 @@ class Trainer:
         if s.threads:
             torch.set_num_threads(s.threads)
         checkpoint = self._prepare_folder()
-        with ExitStack() as stack:
-            if not self.quiet:
-                self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                         TimeElapsedColumn(), console=self.console, transient=True)
-                stack.enter_context(self.progress)
-            self._load_model(checkpoint)
-            state = self._restore(checkpoint)
-            finished = state.round >= s.rounds and (self.run_dir / "model" / MANIFEST_NAME).is_file()
-            if finished:
-                self.notes.append(f"{self.run_dir}: the run had already finished; nothing to do")
-            else:
-                self._run_rounds(state)
+        self._load_model(checkpoint)
+        state = self._restore(checkpoint)
+        finished = state.round >= s.rounds and (self.run_dir / "model" / MANIFEST_NAME).is_file()
+        if finished:
+            self.notes.append(f"{self.run_dir}: the run had already finished; nothing to do")
+        else:
+            self._run_rounds(state)
         return TrainResult(self.run_dir, self.run_dir / "model", self.checkpoint_dir, state.history, self.notes,
                            self.world.rank)
 
@@ -380,9 +365,9 @@ class Trainer:
                        settings=s.to_json(), world_size=self.world.size, device=str(self.device))
         self.kb = self._kb()
         self.stream = MentionStream(mention_sources(s.links, s.langs, self.links_report), self.kb.contains)
-        self.eval_set: EvalSet | None = None
+        self.held_out: HeldOut | None = None
         if s.eval_spec is not None and self.world.is_main:
-            self.eval_set = read_eval_set(s.eval_spec, self.tokens)
+            self.held_out = read_held_out(s.eval_spec)
         if s.eval_spec is not None and not state.history and state.global_step == 0:
             self._index(0)  # the untrained model, for comparison
             baseline = self._evaluate(0)
@@ -405,8 +390,8 @@ class Trainer:
         self.world.barrier()
         self.notes += _report_notes("--kb", self.kb.info.get("report") or {})
         self.notes += _report_notes("--links", self.links_report.to_json())
-        if self.eval_set is not None:
-            self.notes += _report_notes("--eval", self.eval_set.report.to_json())
+        if self.held_out is not None:
+            self.notes += _report_notes("--eval", self.held_out.report.to_json())
         if self.stream.rejected:
             self.notes.append(f"--links: left out {self.stream.rejected:,} mention(s) whose gold entity is not in "
                               "the KB")
@@ -418,8 +403,3 @@ def _report_notes(option: str, report: dict) -> list[str]:
     notes += [f"{option}:   e.g. {example}" for example in report.get("examples", [])[:3]]
     notes += [f"{option}: left out {n:,}: {reason}" for reason, n in report.get("filtered", {}).items()]
     return notes
-
-
-def print_summary(result: TrainResult, console: Console | None = None) -> None:
-    console = console or Console(file=sys.stdout)
-    console.print(rounds_table(result.history))

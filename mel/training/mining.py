@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mel.indexes.searcher import Index
 from mel.errors import InputError
+from mel.indexes.searcher import Index
 
 
 @dataclass
@@ -27,7 +27,7 @@ class MiningStats:
     hard_rank_sum: float = 0.0  # mean rank (0-based) of the sampled negatives among the candidates
     gold_in_top_k: int = 0  # mentions whose gold QID was among the first k results
 
-    def add(self, other: "MiningStats") -> None:
+    def add(self, other: MiningStats) -> None:
         self.mentions += other.mentions
         self.grown += other.grown
         self.max_k = max(self.max_k, other.max_k)
@@ -42,7 +42,7 @@ class MiningStats:
                 "gold_in_top_k": round(self.gold_in_top_k / n, 4)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "MiningStats":
+    def from_json(cls, data: dict) -> MiningStats:
         n = int(data.get("mentions", 0))
         return cls(mentions=n, grown=int(data.get("grown", 0)), max_k=int(data.get("max_k", 0)),
                    searches=int(data.get("searches", 0)),

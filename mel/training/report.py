@@ -1,4 +1,4 @@
-"""The run's log (JSON Lines) and its table of rounds.
+"""The run's log (JSON Lines).
 
 `train-log.jsonl` gets one record per event, each with `event` and
 `global_step`: "start", "steps" (mean loss over the last `--log-every` steps,
@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import orjson
-from rich.table import Table
 
 from mel.artifacts import atomic_file
 
@@ -52,30 +51,3 @@ class TrainLog:
             handle.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def _percent(value) -> str:
-    return "" if value is None else f"{100 * value:.1f}"
-
-
-def rounds_table(history: list[dict], title: str = "Training rounds") -> Table:
-    """One row per round (round 0: the model before training, when evaluated)."""
-    table = Table(title=title, title_justify="left")
-    for name, justify in (("round", "right"), ("steps", "right"), ("loss", "right"), ("R@1", "right"),
-                          ("R@10", "right"), ("in KB", "right"), ("k grown", "right"), ("minutes", "right")):
-        table.add_column(name, justify=justify)
-    for record in history:
-        evaluation = record.get("eval") or {}
-        mining = record.get("mining") or {}
-        loss = record.get("loss")
-        table.add_row(
-            str(record["round"]),
-            f"{record.get('steps', 0):,}",
-            "" if loss is None else f"{loss:.4f}",
-            _percent(evaluation.get("r@1")),
-            _percent(evaluation.get("r@10")),
-            _percent(evaluation.get("in_kb")),
-            "" if not mining else f"{mining.get('grown', 0):,}",
-            "" if record.get("seconds") is None else f"{record['seconds'] / 60:.1f}",
-        )
-    return table

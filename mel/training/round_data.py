@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from mel.indexes.store import GrowingNpy, load_npy
 from mel.artifacts import read_json, write_json
 from mel.errors import InputError
+from mel.indexes.store import GrowingNpy, load_npy
 from mel.mentions import MentionSpan, MentionTokenizer
-from mel.records import TrainingMention, qid_to_int
+from mel.qids import qid_to_int
+from mel.records import TrainingMention
 from mel.streams import SkipReport
 from mel.training.kb_store import LENGTH_DTYPE, QID_DTYPE, TOKEN_DTYPE, pad_rows
 from mel.training.mining import MiningStats, NegativeMiner
@@ -153,7 +154,7 @@ class RoundData:
         return (Path(folder) / "done.json").is_file()
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "RoundData":
+    def open(cls, folder: str | os.PathLike) -> RoundData:
         folder = Path(folder)
         info = read_json(folder / "done.json")
         n, width, neg = int(info["mentions"]), int(info["max_length"]), int(info["negatives"])

@@ -14,34 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mel.errors import InputError
+from mel.evaluation import EvalSpec
+from mel.runtime import DEVICES
 
 FIRST_ROUND_NEGATIVES = ("context", "mention")
-DEVICES = ("auto", "cpu", "cuda")
 POOLINGS = ("pooler", "cls", "mean")
-EVAL_KINDS = ("mewsli9", "jsonl")
 
 # Fields that do not change the result: a resumed run may give new values.
 _RESUMABLE_FIELDS = {"output", "device", "eval", "checkpoint_every", "log_every", "encode_batch_size", "precisions",
                      "quiet", "keep_work", "force", "resume", "threads"}
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """A held-out set: `mewsli9:DIR` (a dataset folder, or one language folder
-    of it) or `jsonl:FILE` (mel documents with gold "qid" on mentions)."""
-
-    kind: str
-    path: str
-
-    @classmethod
-    def parse(cls, text: str) -> "EvalSpec":
-        kind, sep, path = text.partition(":")
-        if not sep or kind not in EVAL_KINDS or not path:
-            raise InputError(f"--eval {text!r}: expected mewsli9:DIR or jsonl:FILE")
-        return cls(kind, path)
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.path}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +117,7 @@ class TrainSettings:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrainSettings":
+    def from_json(cls, data: dict) -> TrainSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for name in ("kb", "links", "langs", "precisions"):
@@ -144,7 +125,7 @@ class TrainSettings:
                 values[name] = tuple(values[name])
         return cls(**values)
 
-    def differences(self, other: "TrainSettings") -> list[str]:
+    def differences(self, other: TrainSettings) -> list[str]:
         """Options that change the result and differ between two runs."""
         mine, theirs = self.to_json(), other.to_json()
         return sorted(name for name in mine if name not in _RESUMABLE_FIELDS and mine[name] != theirs.get(name))

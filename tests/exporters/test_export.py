@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mel.exporters.checkpoints import load_checkpoint, read_safetensors
-from mel.encoding import Encoder
-from mel.models import ModelFolder
 from mel.cli import main
+from mel.encoding import Encoder
+from mel.exporters.checkpoints import load_checkpoint, read_safetensors
+from mel.models import ModelFolder
 from tests.conftest import make_tiny_checkpoint
 
 torch = pytest.importorskip("torch")

@@ -46,8 +46,9 @@ class BuiltIndex:
     labels: list[str]
 
 
-def write_index(folder: Path, vectors, qids, langs, labels, kinds="description", settings=TREE_SETTINGS, batch=700, **options):
-    with IndexWriter(folder, vectors.shape[1], settings=settings, quiet=True, **options) as writer:
+def write_index(folder: Path, vectors, qids, langs, labels, kinds="description", settings=TREE_SETTINGS, batch=700,
+                **options):
+    with IndexWriter(folder, vectors.shape[1], settings=settings, **options) as writer:
         for start in range(0, len(vectors), batch):
             stop = start + batch
             writer.add(

@@ -6,12 +6,14 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.indexes.index_helpers import DIM, SHARD_SIZE, TREE_SETTINGS, entry_data, write_index
-from mel.indexes import FORMAT, KINDS, Index, IndexSettings, IndexWriter, partial_folder, read_manifest
 from mel.artifacts import command_line, sha256_file
 from mel.errors import ArtifactError, InputError
+from mel.indexes import FORMAT, KINDS, Index, IndexSettings, IndexWriter, partial_folder, read_manifest
+from mel.indexes.builder import BuildProgress
+from tests.indexes.index_helpers import DIM, SHARD_SIZE, TREE_SETTINGS, entry_data, write_index
 
 
+@pytest.mark.scann
 def test_manifest_content(tree_index):
     manifest = read_manifest(tree_index.folder)
     data = orjson.loads((tree_index.folder / "manifest.json").read_bytes())
@@ -97,10 +99,11 @@ def test_entry_lookup(tree_index):
         index.entry(len(index))
 
 
+@pytest.mark.scann
 def test_vectors_are_normalised_and_qids_parsed(tmp_path):
     rng = np.random.default_rng(1)
     raw = rng.standard_normal((30, 8)).astype(np.float32) * 5
-    with IndexWriter(tmp_path / "idx", 8, settings=IndexSettings(shard_size=20), quiet=True) as writer:
+    with IndexWriter(tmp_path / "idx", 8, settings=IndexSettings(shard_size=20)) as writer:
         writer.add(raw, [f"Q{i}" for i in range(100, 130)], "label", "de", [None] * 30)
     index = Index(tmp_path / "idx")
     stored = index.vectors(np.arange(30))
@@ -115,7 +118,7 @@ def test_vectors_are_normalised_and_qids_parsed(tmp_path):
     [
         (dict(vectors=np.ones((3, 5), np.float32)), r"shape \(3, 5\), expected \(n, 8\)"),
         (dict(qids=["Q1", "P2", "Q3"]), "'P2'"),
-        (dict(qids=[1, 0, 3]), "QID 0"),
+        (dict(qids=[1, 0, 3]), "not a Wikidata item number: 0"),
         (dict(kinds="alias"), "unknown entry kind 'alias'"),
         (dict(vectors=np.vstack([np.ones((2, 8)), np.zeros((1, 8))]).astype(np.float32)), "entry 2: vector is zero"),
         (dict(vectors=np.full((3, 8), np.nan, np.float32)), "entry 0"),
@@ -124,9 +127,10 @@ def test_vectors_are_normalised_and_qids_parsed(tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, change, message):
-    batch = dict(vectors=np.ones((3, 8), np.float32), qids=["Q1", "Q2", "Q3"], kinds="description", langs="en", labels=["a", "b", "c"])
+    batch = dict(vectors=np.ones((3, 8), np.float32), qids=["Q1", "Q2", "Q3"], kinds="description", langs="en",
+                 labels=["a", "b", "c"])
     batch.update(change)
-    writer = IndexWriter(tmp_path / "idx", 8, quiet=True)
+    writer = IndexWriter(tmp_path / "idx", 8)
     with pytest.raises(InputError, match=message):
         writer.add(**batch)
     writer.abort()
@@ -137,7 +141,7 @@ def test_existing_folder_needs_force(tmp_path):
     settings = IndexSettings(shard_size=20)
     write_index(tmp_path / "idx", vectors, qids, langs, labels, settings=settings)
     with pytest.raises(ArtifactError, match="already exists"):
-        IndexWriter(tmp_path / "idx", DIM, quiet=True)
+        IndexWriter(tmp_path / "idx", DIM)
     write_index(tmp_path / "idx", vectors[:30], qids[:30], langs[:30], labels[:30], settings=settings, force=True)
     assert len(Index(tmp_path / "idx")) == 30
     assert not list(tmp_path.glob(".idx*"))
@@ -146,7 +150,7 @@ def test_existing_folder_needs_force(tmp_path):
 def test_failed_build_leaves_no_index(tmp_path):
     vectors, qids, langs, labels = entry_data(100)
     with pytest.raises(RuntimeError, match="encoder crashed"):
-        with IndexWriter(tmp_path / "idx", DIM, settings=IndexSettings(shard_size=30), quiet=True) as writer:
+        with IndexWriter(tmp_path / "idx", DIM, settings=IndexSettings(shard_size=30)) as writer:
             writer.add(vectors[:70], qids[:70], "description", langs[:70], labels[:70])
             raise RuntimeError("encoder crashed")
     assert not (tmp_path / "idx").exists()
@@ -160,28 +164,47 @@ def test_failed_build_leaves_no_index(tmp_path):
 
 def test_empty_build_is_an_error(tmp_path):
     with pytest.raises(InputError, match="no entries"):
-        with IndexWriter(tmp_path / "idx", DIM, quiet=True):
+        with IndexWriter(tmp_path / "idx", DIM):
             pass
     assert not (tmp_path / "idx").exists()
 
 
 def test_extra_fields_may_not_shadow_the_manifest(tmp_path):
     with pytest.raises(ValueError, match="dim"):
-        IndexWriter(tmp_path / "idx", DIM, extra={"dim": 3}, quiet=True)
+        IndexWriter(tmp_path / "idx", DIM, extra={"dim": 3})
 
 
-def test_progress_goes_to_stderr(tmp_path, capfd):
+class RecordedProgress(BuildProgress):
+    def __init__(self):
+        self.events = []
+
+    def start(self, done, total):
+        self.events.append(("start", done, total))
+
+    def advance(self, entries):
+        self.events.append(("advance", entries))
+
+    def status(self, text):
+        self.events.append(("status", text))
+
+    def stop(self):
+        self.events.append(("stop",))
+
+
+def test_the_build_reports_through_its_callbacks_and_prints_nothing(tmp_path, capfd):
     vectors, qids, langs, labels = entry_data(40)
-    with IndexWriter(tmp_path / "idx", DIM, settings=IndexSettings(shard_size=25), total=40) as writer:
+    progress = RecordedProgress()
+    with IndexWriter(tmp_path / "idx", DIM, settings=IndexSettings(shard_size=25), total=40,
+                     progress=progress) as writer:
         writer.add(vectors, qids, "description", langs, labels)
-    out, err = capfd.readouterr()
-    assert out == ""
-    assert "entries" in err
-    with IndexWriter(tmp_path / "quiet", DIM, quiet=True) as writer:
-        writer.add(vectors, qids, "description", langs, labels)
+    events = progress.events
+    assert events[0] == ("start", 0, 40) and events[-1] == ("stop",)
+    assert sum(e[1] for e in events if e[0] == "advance") == 40
+    assert ("status", "shard-00000: checksums") in events and ("status", "shard-00001: checksums") in events
     assert capfd.readouterr() == ("", "")
 
 
+@pytest.mark.scann
 def test_scann_native_logging_stays_off_the_terminal(tmp_path, capfd):
     vectors, qids, langs, labels = entry_data(1200)
     settings = IndexSettings(shard_size=1200, brute_force_below=300, partition_above=600)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.indexes.index_helpers import DIM, entry_data, queries_like, write_index
-from mel.indexes import Index, IndexSettings, IndexWriter, partial_folder, read_manifest, verify
 from mel.errors import ArtifactError
+from mel.indexes import Index, IndexSettings, IndexWriter, partial_folder, read_manifest, verify
+from tests.indexes.index_helpers import DIM, entry_data, queries_like, write_index
 
 SETTINGS = IndexSettings(shard_size=400, brute_force_below=100, partition_above=300, training_sample_size=400)
 N = 1500  # 3 full shards and a part
@@ -52,7 +52,7 @@ def assert_same_index(folder: Path, reference: Path) -> None:
 
 def interrupted_build(folder: Path, data, stop: int) -> None:
     with pytest.raises(KeyboardInterrupt):
-        with IndexWriter(folder, DIM, settings=SETTINGS, quiet=True) as writer:
+        with IndexWriter(folder, DIM, settings=SETTINGS) as writer:
             feed(writer, data, stop)
             raise KeyboardInterrupt
     assert not folder.exists()
@@ -64,7 +64,7 @@ def test_resume_after_interruption(tmp_path, data, reference):
     partial = partial_folder(folder)
     stamps = {p: p.stat().st_mtime_ns for p in (partial / "shard-00000").rglob("*")}
 
-    writer = IndexWriter(folder, DIM, settings=SETTINGS, quiet=True, resume=True)
+    writer = IndexWriter(folder, DIM, settings=SETTINGS, resume=True)
     assert (writer.reused_shards, writer.reused_rows, writer.entries_done) == (2, 200, 1000)
     feed(writer, data, N)
     writer.close()
@@ -84,7 +84,7 @@ def test_resume_rebuilds_a_damaged_shard_and_those_after_it(tmp_path, data, refe
     payload[-3] ^= 0x40
     damaged.write_bytes(bytes(payload))
 
-    writer = IndexWriter(folder, DIM, settings=SETTINGS, quiet=True, resume=True)
+    writer = IndexWriter(folder, DIM, settings=SETTINGS, resume=True)
     assert (writer.reused_shards, writer.entries_done) == (1, 400)
     assert not (partial_folder(folder) / "shard-00002").exists()
     feed(writer, data, N)
@@ -102,7 +102,7 @@ def test_resume_after_a_hard_kill(tmp_path, data, reference):
         from index_helpers import DIM, entry_data
         from mel.indexes import IndexSettings, IndexWriter
         import test_index_resume as t
-        writer = IndexWriter({str(folder)!r}, DIM, settings=t.SETTINGS, quiet=True, checkpoint_seconds=0)
+        writer = IndexWriter({str(folder)!r}, DIM, settings=t.SETTINGS, checkpoint_seconds=0)
         t.feed(writer, entry_data({N}, seed=3), 1170)
         os._exit(9)
         """
@@ -111,7 +111,7 @@ def test_resume_after_a_hard_kill(tmp_path, data, reference):
     assert done.returncode == 9, done.stderr
     assert not folder.exists()
 
-    writer = IndexWriter(folder, DIM, settings=SETTINGS, quiet=True, resume=True)
+    writer = IndexWriter(folder, DIM, settings=SETTINGS, resume=True)
     assert (writer.reused_shards, writer.entries_done) == (2, 1170)
     feed(writer, data, N)
     writer.close()
@@ -122,15 +122,15 @@ def test_resume_refuses_a_different_build(tmp_path, data):
     folder = tmp_path / "index"
     interrupted_build(folder, data, 500)
     with pytest.raises(ArtifactError, match="different extra"):
-        IndexWriter(folder, DIM, settings=SETTINGS, quiet=True, resume=True, extra={"model": {"checksum": "other"}})
+        IndexWriter(folder, DIM, settings=SETTINGS, resume=True, extra={"model": {"checksum": "other"}})
     with pytest.raises(ArtifactError, match="different settings"):
-        IndexWriter(folder, DIM, settings=IndexSettings(shard_size=401), quiet=True, resume=True)
+        IndexWriter(folder, DIM, settings=IndexSettings(shard_size=401), resume=True)
 
 
 def test_without_resume_an_unfinished_build_is_discarded(tmp_path, data, reference):
     folder = tmp_path / "index"
     interrupted_build(folder, data, 900)
-    writer = IndexWriter(folder, DIM, settings=SETTINGS, quiet=True)
+    writer = IndexWriter(folder, DIM, settings=SETTINGS)
     assert writer.entries_done == 0 and writer.reused_shards == 0
     assert any("unfinished build" in note for note in writer.notes)
     feed(writer, data, N)
@@ -140,7 +140,7 @@ def test_without_resume_an_unfinished_build_is_discarded(tmp_path, data, referen
 
 def test_resume_with_nothing_to_resume_starts_fresh(tmp_path, data, reference):
     folder = tmp_path / "index"
-    writer = IndexWriter(folder, DIM, settings=SETTINGS, quiet=True, resume=True)
+    writer = IndexWriter(folder, DIM, settings=SETTINGS, resume=True)
     assert writer.entries_done == 0
     feed(writer, data, N)
     writer.close()

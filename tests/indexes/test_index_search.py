@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import mel.indexes.searcher
+from mel.errors import ArtifactError
+from mel.indexes import Index, IndexSettings, SearchResult
 from tests.indexes.index_helpers import (
     DIM,
     TREE_SETTINGS,
@@ -14,8 +16,6 @@ from tests.indexes.index_helpers import (
     queries_like,
     write_index,
 )
-from mel.indexes import Index, IndexSettings, SearchResult
-from mel.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def queries():
     return queries_like(400)
 
 
+@pytest.mark.scann
 def test_scann_top10_matches_exact_top10(tree_index, queries):
     index = Index(tree_index.folder)
     assert not index.exact
@@ -84,6 +85,7 @@ def multi_kind_index(tmp_path_factory):
     return folder, vectors, qids, kinds, base
 
 
+@pytest.mark.scann
 @pytest.mark.parametrize("exact", [False, True])
 def test_entries_of_one_qid_collapse_to_the_best(multi_kind_index, exact):
     folder, vectors, qids, kinds, base = multi_kind_index
@@ -115,11 +117,13 @@ def crowded_index(tmp_path_factory):
     order = rng.permutation(len(qids))
     vectors, qids = vectors[order], qids[order]
     folder = tmp_path_factory.mktemp("crowded") / "index"
-    settings = IndexSettings(shard_size=800, brute_force_below=300, partition_above=600, leaves_to_search=20, training_sample_size=800)
+    settings = IndexSettings(shard_size=800, brute_force_below=300, partition_above=600, leaves_to_search=20,
+                             training_sample_size=800)
     write_index(folder, vectors, qids, ["en"] * 2400, [""] * 2400, settings=settings)
     return folder, vectors, qids, centers
 
 
+@pytest.mark.scann
 @pytest.mark.parametrize("exact", [False, True])
 def test_doubling_finds_k_distinct_qids(crowded_index, exact):
     folder, vectors, qids, centers = crowded_index
@@ -144,6 +148,7 @@ def test_doubling_finds_k_distinct_qids(crowded_index, exact):
         assert recall >= 0.9, recall
 
 
+@pytest.mark.scann
 def test_k_beyond_the_index_pads(crowded_index):
     folder, vectors, qids, centers = crowded_index
     for exact in (False, True):
@@ -172,6 +177,7 @@ def test_exact_only_index(tmp_path):
         Index(tmp_path / "idx", exact=False)
 
 
+@pytest.mark.scann
 def test_search_settings_can_be_overridden(tree_index, queries):
     index = Index(tree_index.folder, leaves_to_search=1, pre_reorder_num_neighbors=20)
     narrow = index.search(queries[:200], 10)

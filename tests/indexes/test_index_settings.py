@@ -33,7 +33,8 @@ def test_overrides_win():
     config = shard_search_config(250_000, settings)
     assert (config.num_leaves, config.leaves_to_search, config.reorder_num_neighbors) == (300, 40, 500)
     assert config.training_sample_size == 5000
-    assert shard_search_config(5_000, IndexSettings(brute_force_below=1000, partition_above=2000)).algorithm == "tree_ah"
+    settings = IndexSettings(brute_force_below=1000, partition_above=2000)
+    assert shard_search_config(5_000, settings).algorithm == "tree_ah"
 
 
 def test_without_scann_every_shard_is_exact():

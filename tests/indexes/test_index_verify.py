@@ -6,9 +6,9 @@ import shutil
 import orjson
 import pytest
 
-from mel.indexes import Index, info, read_manifest, verify
 from mel.artifacts import folder_size
 from mel.errors import ArtifactError
+from mel.indexes import Index, info, read_manifest, verify
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def index_copy(tree_index, tmp_path):
     return folder
 
 
+@pytest.mark.scann
 def test_fresh_index_verifies(tree_index):
     report = verify(tree_index.folder, sample=300)
     assert report.ok and report.problems == ()
@@ -55,6 +56,7 @@ def test_missing_and_extra_files_are_reported(index_copy):
     assert any("shard-00003/notes.txt: file not listed" in p for p in problems)
 
 
+@pytest.mark.scann
 def test_pickles_are_refused(index_copy):
     pickle = index_copy / "shard-00000" / "scann" / "scann_docids.pkl"
     pickle.write_bytes(b"\x80\x04N.")  # pickle of None; never loaded
@@ -66,6 +68,7 @@ def test_pickles_are_refused(index_copy):
     assert not report.ok and "scann_docids.pkl" in report.problems[0]
 
 
+@pytest.mark.scann
 def test_truncated_file_is_refused_on_open(index_copy):
     path = index_copy / "shard-00001" / "scann" / "dataset.npy"
     with open(path, "r+b") as handle:
@@ -99,6 +102,7 @@ def test_missing_folder():
         Index("/nonexistent/index")
 
 
+@pytest.mark.scann
 def test_info(tree_index):
     data = info(tree_index.folder)
     assert (data.format, data.dim, data.entries, data.qids) == ("mel.index.v1", 32, 10_000, 10_000)

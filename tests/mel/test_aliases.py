@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from mel.aliases import AliasSettings, AliasTable, build_alias_table, normalize_alias
+from mel.cli import main
 from mel.errors import ArtifactError, InputError
 from mel.streams import SkipReport
-from mel.cli import main
 
 DATA = "tests/data"
 

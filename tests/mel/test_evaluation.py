@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from mel.aliases import AliasTable, build_alias_table
-from mel.evaluation import Tally, EvalMention, gold_positions, problem_kind
-from mel.rankers import FuzzyRanker, reorder_ties
 from mel.cli import main
+from mel.evaluation import EvalMention, Tally, Unlinkable, gold_positions
+from mel.rankers import FuzzyRanker, tie_order
+from mel.records import MentionProblem, ProblemKind
 
 HEADER = ["docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs", "freq_bin"]
 
@@ -191,13 +192,13 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
     assert report["index"]["query_encoding"] == "context"
     assert [note for note in report["notes"] if "could not be linked" not in note] == []
 
-    from mel.evaluation import SourceNotes, mewsli_mentions
+    from mel.evaluation import SourceNotes, mewsli_documents
     from mel.streams import SkipReport
 
     docs = tmp_path / "docs.jsonl"
+    read = mewsli_documents(mewsli, ["de", "es"], report=SkipReport(), notes=SourceNotes())
     with open(docs, "w", encoding="utf-8") as out:
-        for number, mention in enumerate(mewsli_mentions(mewsli, ["de", "es"], report=SkipReport(),
-                                                         notes=SourceNotes())):
+        for number, mention in enumerate(m for document in read for m in document.mentions):
             if mention.span is not None:
                 out.write(json.dumps({"id": str(number), "lang": mention.lang, "text": mention.span.text,
                                       "mentions": [{"start": mention.span.start, "end": mention.span.end,
@@ -333,11 +334,14 @@ def test_fuzzy_widens_until_k_distinct_qids(tmp_path):
     build_alias_table(tmp_path / "a", [str(write_documents(tmp_path / "t.jsonl",
                                                            near + [("yyyyyy", "Q3")] * 2 + [("zzzzzz", "Q2")]))])
     ranker = FuzzyRanker(AliasTable.open(tmp_path / "a"), workers=1)
-    ranked = ranker.rank(ranker.prepare([]) + ["xa", "xa7", "qqqq"], 3)
+    ranking = ranker.rank(ranker.prepare([]) + ["xa", "xa7", "qqqq"], 3)
+    ranked = ranking.qids
     # "xa": the 20 nearest aliases all mean Q1; then Q3 (2 links) before Q2 (1) at equal distance.
     # "xa7" is an alias: exact lookup only. "qqqq" is equally far from all: the most linked alias
     # first (Q3), then alias order ("xa0" < "zzzzzz").
     assert ranked.tolist() == [[1, 3, 2], [1, -1, -1], [3, 1, 2]]
+    # Scores: 1 - the nearest alias's distance for fuzzy hits, the link share for exact ones.
+    assert ranking.scores[1].tolist()[0] == 1.0 and 0 < ranking.scores[0, 0] < 1
     assert ranker.exact_matches == 1 and ranker.queries == 3
 
 
@@ -345,17 +349,21 @@ def test_tallies_and_helpers():
     ranked = np.array([[5, 7, -1], [7, 5, 9], [1, 2, 3]])
     assert gold_positions(ranked, np.array([7, 9, 4])).tolist() == [1, 2, -1]
     tally = Tally((1, 3))
-    mention = EvalMention(lang="xx", gold=1, span=None, freq_bin=2, qid_in_refs=None, problem="text file missing")
+    missing = MentionProblem(ProblemKind.TEXT_MISSING, "text file missing")
+    mention = EvalMention(lang="xx", gold=1, span=None, freq_bin=2, qid_in_refs=None, problem=missing)
     tally.add(mention, -1, True)
     table = tally.recall_table()
     assert table["xx"]["mentions"] == 1 and table["xx"]["unlinkable_counted_as_misses"] == 1
     assert tally.values("freq_bin") == ["2"] and tally.values("qid_in_refs") == []
-    assert problem_kind("span 3-9 outside text of 5 characters") == "span outside the text"
+    unlinkable = Unlinkable()
+    unlinkable.add(EvalMention("xx", 1, None, problem=MentionProblem(ProblemKind.SPAN_OUTSIDE, "span 3-9 outside")))
+    assert unlinkable.by_kind == {"span outside the text": 1}
     # Ties (same score) follow the entry id; padding stays last.
     qids = np.array([[769, 8810, 90, -1]])
     scores = np.array([[1.0, 1.0 - 1e-7, 0.5, -np.inf]], dtype=np.float32)
     entries = np.array([[3, 2, 0, -1]])
-    assert reorder_ties(qids, scores, entries).tolist() == [[8810, 769, 90, -1]]
+    order = tie_order(scores, entries, qids >= 0)
+    assert np.take_along_axis(qids, order, axis=1).tolist() == [[8810, 769, 90, -1]]
 
 
 def test_jsonl_bad_records_and_mentions_without_gold_are_reported(tmp_path):

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mel.indexes.searcher import Index
+from mel.cli import main
 from mel.encoding import Encoder
 from mel.errors import InputError
+from mel.indexes.searcher import Index
 from mel.indexing import KBSelection, pending_entries, query_encoding
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
-from mel.retrieval import Retriever
-from mel.cli import main
+from mel.retrieval import EncoderSettings, Retriever
 
 DATA = "tests/data"
+ROOT_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def build(*args):
@@ -45,7 +47,7 @@ def test_entries_of_one_qid_collapse_to_the_best(tiny_model, tmp_path):
     out = tmp_path / "idx"
     assert build("--kb", f"{DATA}/damuel/es", "--contexts", f"{DATA}/damuel/es", "--model", str(tiny_model),
                  "-o", str(out), "--shard-size", "2", "-q").exit_code == 0
-    retriever = Retriever.open(out, model=str(tiny_model), precision="fp32")
+    retriever = Retriever.open(out, EncoderSettings(model=str(tiny_model), precision="fp32"))
     index = retriever.index
     # Query with the stored vector of a context entry of Q183 (Alemania, which has two contexts).
     kinds = [index.entry(i).kind for i in range(len(index))]
@@ -92,7 +94,7 @@ def test_label_kind_is_queried_with_strings_and_mixing_is_refused(tiny_model, tm
     result = build("--kb", f"{DATA}/kb.jsonl", "--kinds", "label", "--model", str(tiny_model),
                    "-o", str(tmp_path / "labels"), "-q")
     assert result.exit_code == 0, result.output
-    retriever = Retriever.open(tmp_path / "labels", model=str(tiny_model), precision="fp32")
+    retriever = Retriever.open(tmp_path / "labels", EncoderSettings(model=str(tiny_model), precision="fp32"))
     assert retriever.query_encoding == "string"
     text = "we met in paris"
     ids = retriever.query_ids([MentionSpan(text, 10, 15)])[0]
@@ -102,6 +104,7 @@ def test_label_kind_is_queried_with_strings_and_mixing_is_refused(tiny_model, tm
     assert mixed.exit_code == 1 and "two indexes" in mixed.output
 
 
+@pytest.mark.scann
 def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
     out = tmp_path / "idx"
     assert build("--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(out), "--shard-size", "2",
@@ -123,16 +126,16 @@ def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
 
 
 def test_a_different_model_is_refused_unless_allowed(tiny_model, tmp_path):
-    from tests.conftest import make_tiny_checkpoint
     from mel.exporters.model_folder import export_checkpoint
+    from tests.conftest import make_tiny_checkpoint
 
     other = tmp_path / "other"
     export_checkpoint(str(make_tiny_checkpoint(tmp_path / "ckpt", seed=7)), other, precisions=("fp32",))
     out = tmp_path / "idx"
     assert build("--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(out), "-q").exit_code == 0
     with pytest.raises(Exception, match="allow-model-mismatch"):
-        Retriever.open(out, model=str(other))
-    assert Retriever.open(out, model=str(other), allow_model_mismatch=True).index.dim == 32
+        Retriever.open(out, EncoderSettings(model=str(other)))
+    assert Retriever.open(out, EncoderSettings(model=str(other)), allow_model_mismatch=True).index.dim == 32
     verify = CliRunner().invoke(main, ["index", "verify", str(out), "--model", str(other)])
     assert verify.exit_code == 1 and "differs from the index" in verify.output
 
@@ -165,3 +168,40 @@ def test_resume_continues_an_interrupted_build(tiny_model, tmp_path, monkeypatch
     assert len(a) == len(b) == 10
     assert np.allclose(a.vectors(np.arange(10)), b.vectors(np.arange(10)), atol=1e-6)
     assert list(a.entry_qids(np.arange(10))) == list(b.entry_qids(np.arange(10)))
+
+
+def test_a_build_stopped_after_the_kb_was_read_through_resumes(tiny_model, tmp_path, monkeypatch):
+    """The reader's skip report is filled once the KB is read; it must not make resuming impossible."""
+    import mel.indexes.builder as builder
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text((ROOT_DATA / "kb.jsonl").read_text() + "{not json\n")
+    out = tmp_path / "idx"
+    args = ["--kb", str(kb), "--model", str(tiny_model), "--exact", "-o", str(out), "-q"]
+    real = builder.file_records
+
+    def stop_at_the_checksums(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "file_records", stop_at_the_checksums)
+    assert build(*args).exit_code != 0 and not out.exists()
+    monkeypatch.setattr(builder, "file_records", real)
+    resumed = build(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"]["skipped"] == {"not valid JSON": 1}
+    fresh = tmp_path / "fresh"
+    assert build(*args[:-3], "-o", str(fresh), "-q").exit_code == 0
+    assert json.loads((fresh / "manifest.json").read_text())["skipped"] == manifest["skipped"]
+
+
+def test_when_every_kb_record_is_skipped_the_error_says_why_and_nothing_stays(tiny_model, tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text('{not json\n{"qid": "P31", "lang": "en", "label": "x"}\n')
+    out = tmp_path / "idx"
+    result = build("--kb", str(kb), "--model", str(tiny_model), "-o", str(out), "-q")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mel: error: no entries: every KB record was skipped")
+    assert "not valid JSON" in lines[0] and "not a Wikidata item id" in lines[0] and f"{kb}:1" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kb.jsonl"]  # no index, no .idx.partial

@@ -5,21 +5,17 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mel.errors import InputError
-from mel.kb import (
+from mel.damuel import (
     DESCRIPTION_CHARS,
     DamuelPart,
-    JsonlKB,
     best_description_language,
     choose_description_languages,
     find_damuel_parts,
     language_of_folder,
-    open_kb,
-    read_kb,
-    read_training_mentions,
-    training_mentions_from_documents,
 )
-from mel.records import KBEntity, RecordError, TrainingMention, int_to_qid, is_qid, qid_to_int
+from mel.errors import InputError
+from mel.kb import JsonlKB, open_kb, read_kb, read_training_mentions, training_mentions_from_documents
+from mel.records import KBEntity, TrainingMention
 from mel.streams import JsonlWriter, SkipReport
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -35,19 +31,6 @@ def _fixture_maker():
 
 
 MAKER = _fixture_maker()
-
-
-def test_qid_helpers():
-    assert qid_to_int("Q90") == 90
-    assert int_to_qid(90) == "Q90"
-    assert is_qid("Q1") and not is_qid("P31") and not is_qid("q90") and not is_qid("Q090")
-    assert not is_qid("Q") and not is_qid(90) and not is_qid(" Q90")
-    for bad in ("P31", "L5", "Q-1", "Q0", ""):
-        with pytest.raises(RecordError, match="not a Wikidata item id"):
-            qid_to_int(bad)
-    for bad in (0, -3, True, "90"):
-        with pytest.raises(RecordError):
-            int_to_qid(bad)
 
 
 def test_committed_fixtures_match_the_generator(tmp_path):

@@ -11,10 +11,11 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from mel.linking import LinkOptions, link_documents
-from mel.retrieval import Retriever
-from mel.streams import JsonlWriter
 from mel.cli import main
+from mel.linking import LinkOptions, link_documents
+from mel.rankers import RetrieverRanker
+from mel.retrieval import EncoderSettings, Retriever
+from mel.streams import JsonlWriter
 
 KB = [
     ("Q90", "en", "Paris", "capital and largest city of France"),
@@ -33,8 +34,10 @@ KB = [
 CORPUS = [
     {"id": "es1", "lang": "es", "text": "El presidente viajó a Francia y luego a Alemania.",
      "mentions": [{"start": 22, "end": 29, "qid": "Q142"}]},
-    {"id": "de1", "lang": "de", "text": "Die Regierung in Berlin hat entschieden.", "mentions": [{"start": 17, "end": 23}]},
-    {"id": "ja1", "lang": "ja", "text": "日本の首都は東京都です。", "mentions": [{"start": 0, "end": 2}, {"start": 6, "end": 9}]},
+    {"id": "de1", "lang": "de", "text": "Die Regierung in Berlin hat entschieden.",
+     "mentions": [{"start": 17, "end": 23}]},
+    {"id": "ja1", "lang": "ja", "text": "日本の首都は東京都です。",
+     "mentions": [{"start": 0, "end": 2}, {"start": 6, "end": 9}]},
     {"id": "ar1", "lang": "ar", "text": "زار الوزير مصر أمس.", "mentions": [{"start": 11, "end": 14}]},
     {"id": "en1", "lang": "en", "note": "kept", "text": "She landed in [M]Paris[M] on Monday."},
 ]
@@ -161,7 +164,7 @@ def test_empty_documents_and_no_mentions_pass_through(label_index, tmp_path):
 
 def test_order_is_kept_across_many_small_chunks(label_index, tmp_path):
     records = [dict(CORPUS[i % 4], id=f"doc{i}") for i in range(300)]
-    retriever = Retriever.open(label_index, batch_size=3)
+    ranker = RetrieverRanker(Retriever.open(label_index, EncoderSettings(batch_size=3)))
     sink = io.BytesIO()
 
     class Sink(JsonlWriter):
@@ -169,7 +172,7 @@ def test_order_is_kept_across_many_small_chunks(label_index, tmp_path):
             self.broken_pipe, self.count, self._closed = False, 0, False
             self._stream = sink
 
-    stats = link_documents(str(write_corpus(tmp_path / "in.jsonl", records)), retriever, Sink(),
+    stats = link_documents(str(write_corpus(tmp_path / "in.jsonl", records)), ranker, Sink(),
                            options=LinkOptions(chunk_size=5, top_k=2))
     out = read_lines(sink.getvalue())
     assert [r["id"] for r in out] == [f"doc{i}" for i in range(300)]

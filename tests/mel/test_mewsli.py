@@ -13,7 +13,7 @@ from mel.mewsli import (
     read_docs_tsv,
     read_mentions_tsv,
 )
-from mel.records import MewsliMention
+from mel.records import MewsliMention, ProblemKind
 from mel.streams import SkipReport
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -62,10 +62,11 @@ def test_documents_with_their_checked_mentions():
 def test_problems_are_flagged_not_dropped():
     docs = _docs()
     es2 = docs["es-2"]
-    assert [m.problem for m in es2.mentions] == [None, "text at 31-39 is ' Alemani', not 'Alemania'"]
+    assert [m.problem and str(m.problem) for m in es2.mentions] == [None, "text at 31-39 is ' Alemani', not 'Alemania'"]
+    assert es2.mentions[1].problem.kind is ProblemKind.SPAN_MISMATCH
     es3 = docs["es-3"]
     assert es3.text is None and es3.problem == "text file missing"
-    assert [m.problem for m in es3.mentions] == ["text file missing"]
+    assert [(m.problem.kind, str(m.problem)) for m in es3.mentions] == [(ProblemKind.TEXT_MISSING, "text file missing")]
     document = es2.as_document()
     assert [(document.text[m.start : m.end], m.gold_qid) for m in document.mentions] == [("Berlín", "Q64")]
     assert document.id == "es-2" and document.lang == "es"
@@ -92,7 +93,8 @@ def test_text_that_is_not_utf8_is_flagged(tmp_path):
     (root / "es" / "text" / "es-2").write_bytes(b"Berl\xedn")
     es2 = _docs(root)["es-2"]
     assert es2.text is None and es2.problem == "text is not valid UTF-8 (byte offset 4)"
-    assert {m.problem for m in es2.mentions} == {es2.problem}
+    assert {str(m.problem) for m in es2.mentions} == {es2.problem}
+    assert {m.problem.kind for m in es2.mentions} == {ProblemKind.TEXT_NOT_UTF8}
 
 
 def test_span_past_the_end_of_the_text(tmp_path):
@@ -101,7 +103,8 @@ def test_span_past_the_end_of_the_text(tmp_path):
     (root / "xx" / "text" / "d1").write_text("short", encoding="utf-8")
     (root / "xx" / "mentions.tsv").write_text(HEADER + "d1\t3\t5\tort..\tu\txx\tQ1\tTrue\t1\n", encoding="utf-8")
     (doc,) = iter_documents(root, "xx")
-    assert doc.mentions[0].problem == "span 3-8 outside text of 5 characters"
+    assert str(doc.mentions[0].problem) == "span 3-8 outside text of 5 characters"
+    assert doc.mentions[0].problem.kind is ProblemKind.SPAN_OUTSIDE
 
 
 def test_malformed_rows_are_skipped_and_counted(tmp_path):

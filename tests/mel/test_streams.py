@@ -157,7 +157,7 @@ def test_writer_is_atomic(tmp_path):
     with JsonlWriter(path) as writer:
         writer.write({"a": 1})
         assert not path.exists()  # only a temporary name while writing
-        temporary = [p for p in tmp_path.iterdir()]
+        temporary = list(tmp_path.iterdir())
         assert len(temporary) == 1 and temporary[0].name.startswith(".out.jsonl.zst.")
     assert _read_records(path) == [{"a": 1}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl.zst"]

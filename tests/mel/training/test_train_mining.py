@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mel.indexes import Index, IndexSettings, IndexWriter
 from mel.errors import InputError
+from mel.indexes import Index, IndexSettings, IndexWriter
 from mel.training.mining import MiningStats, NegativeMiner
 
 DIM = 16
@@ -14,7 +14,7 @@ DIM = 16
 
 def build_index(folder, vectors, qids, scann=True):
     settings = IndexSettings(scann=scann)
-    with IndexWriter(folder, DIM, settings=settings, quiet=True) as writer:
+    with IndexWriter(folder, DIM, settings=settings) as writer:
         writer.add(vectors, qids, "description", "en", [f"e{q}" for q in qids])
     return Index(folder)
 

@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from mel.exporters.checkpoints import load_checkpoint
 from mel.errors import InputError
+from mel.exporters.checkpoints import load_checkpoint
 from mel.models import ModelFolder
 from mel.training.loop import train
 from tests.mel.training.train_helpers import fast_settings
@@ -28,7 +28,8 @@ def stop_at(global_step):
 
 def steps_log(run):
     records = [orjson.loads(line) for line in (run / "train-log.jsonl").read_bytes().splitlines()]
-    return [(r["event"], r.get("round"), r.get("global_step"), r.get("loss"), r.get("r@1", (r.get("eval") or {}).get("r@1")))
+    return [(r["event"], r.get("round"), r.get("global_step"), r.get("loss"),
+             r.get("R@1", (r.get("eval") or {}).get("R@1")))
             for r in records if r["event"] in ("steps", "round", "eval", "mining")]
 
 

@@ -7,12 +7,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from mel.exporters.checkpoints import load_checkpoint
+from mel.cli import main
 from mel.encoding import Encoder
+from mel.exporters.checkpoints import load_checkpoint
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
 from mel.training.loop import train
-from mel.cli import main
 from tests.mel.training.train_helpers import LABELS, entities, fast_settings
 
 pytestmark = pytest.mark.slow
@@ -31,10 +31,10 @@ def test_recall_rises_well_above_the_untrained_model(trained):
     result, _ = trained
     baseline, *rounds = result.history
     assert baseline["round"] == 0 and [r["round"] for r in rounds] == [1, 2]
-    before, after = baseline["eval"]["r@1"], rounds[-1]["eval"]["r@1"]
+    before, after = baseline["eval"]["R@1"], rounds[-1]["eval"]["R@1"]
     # Each label is shared by 4 entities: without the context, R@1 would be about 1/4.
     assert after >= 0.8 and after >= before + 0.3, (before, after)
-    assert rounds[-1]["eval"]["r@10"] >= rounds[-1]["eval"]["r@1"]
+    assert rounds[-1]["eval"]["R@10"] >= rounds[-1]["eval"]["R@1"]
     assert rounds[-1]["eval"]["mentions"] == 96 and rounds[-1]["eval"]["in_kb"] == 1.0
 
 
@@ -86,3 +86,22 @@ def test_index_build_accepts_the_trained_model(trained, synthetic, tmp_path):
     cli = CliRunner().invoke(main, ["index", "build", "--kb", str(kb), "--model", str(result.model), "-o",
                                     str(tmp_path / "index"), "--precision", "fp32", "-q"])
     assert cli.exit_code == 0, cli.output
+
+
+def test_a_rounds_recall_is_what_mel_eval_reports(trained, synthetic, tmp_path):
+    """One evaluator: the last round's R@1/R@10 equal `mel eval` on the same set, model and KB index."""
+    result, _ = trained
+    kb, _, held_out = synthetic
+    run = CliRunner().invoke
+    index = tmp_path / "idx"
+    built = run(main, ["index", "build", "--kb", str(kb), "--model", str(result.model), "--precision", "fp32",
+                       "--exact", "-o", str(index), "-q"])
+    assert built.exit_code == 0, built.output
+    report = tmp_path / "r.json"
+    evaluated = run(main, ["eval", "jsonl", str(held_out), "--index", str(index), "--precision", "fp32", "--exact",
+                           "--k", "1,10", "--report", str(report), "-q"])
+    assert evaluated.exit_code == 0, evaluated.output
+    micro = orjson.loads(report.read_bytes())["results"]["micro"]
+    last = result.history[-1]["eval"]
+    assert micro["mentions"] == last["mentions"] == 96
+    assert (round(micro["R@1"], 6), round(micro["R@10"], 6)) == (last["R@1"], last["R@10"])

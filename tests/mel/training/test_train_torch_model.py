@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from mel.encoding import Encoder
 from mel.exporters.checkpoints import load_checkpoint
 from mel.exporters.model_folder import write_model_folder
-from mel.encoding import Encoder
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
 from mel.training.source import load_source
