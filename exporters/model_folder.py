@@ -45,6 +45,7 @@ def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION
     if existing is None:
         tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=False)])
     marker_id = tokenizer.token_to_id(marker)
+    assert marker_id is not None  # just added
     table = weights.arrays["embeddings.word_embeddings.weight"]
     if existing is not None and marker_id < table.shape[0]:
         return weights, marker_id  # a checkpoint that already has a trained marker (mel train output)
@@ -68,8 +69,7 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     full = tokenizer.encode("a", add_special_tokens=True).ids
     if len(full) != len(plain) + 2 or full[1:-1] != plain:
         raise ModelError("tokenizer does not wrap inputs as <start> text <end> (not a BERT-family tokenizer?)")
-    pad = next((tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>") if tokenizer.token_to_id(t) is not None),
-               full[-1])
+    pad = next((found for t in ("[PAD]", "<pad>") if (found := tokenizer.token_to_id(t)) is not None), full[-1])
     return {"start": full[0], "end": full[-1], "pad": pad}
 
 

@@ -116,7 +116,7 @@ class E5S1Vocab:
 
 def _open_image(path: Path) -> tuple[np.ndarray, _Cursor]:
     data = np.fromfile(path, dtype=np.uint8)
-    view = memoryview(data)
+    view = data.data
     if len(data) < 48 or bytes(view[:4]) != b"E5S1":
         raise ModelError(f"{path}: not an E5S1 model image (bad magic or truncated)")
     cur = _Cursor(view)

@@ -236,9 +236,9 @@ class IndexWriter:
                 break  # this shard and everything after it is rebuilt
             self._shards.append(shard)
         self.reused_shards = len(self._shards)
-        current = state.get("current")
+        current: dict = state.get("current") or {}
         keep_current = (
-            current is not None
+            bool(current)
             and len(self._shards) == len(state["shards"])
             and current["name"] == shard_name(len(self._shards))
         )
@@ -356,6 +356,7 @@ class IndexWriter:
 
     def _finish_shard(self) -> None:
         spill = self._spill
+        assert spill is not None
         folder, rows = spill.folder, spill.rows
         spill.close()
         self._write_state()  # all rows are synced: a stop from here on resumes at the ScaNN build

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 ALGORITHMS = ("exact", "brute_force", "asymmetric_hashing", "tree_ah")
 
@@ -94,7 +95,7 @@ def shard_search_config(entries: int, settings: IndexSettings) -> ShardSearchCon
         return ShardSearchConfig("exact", entries)
     if entries < max(settings.brute_force_below, _MIN_AH_POINTS):
         return ShardSearchConfig("brute_force", entries)
-    ah = dict(
+    ah: dict[str, Any] = dict(
         reorder_num_neighbors=settings.reorder_num_neighbors,
         dims_per_block=settings.dims_per_block,
         anisotropic_quantization_threshold=settings.anisotropic_quantization_threshold,

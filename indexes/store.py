@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import orjson
@@ -60,6 +61,7 @@ class GrowingNpy:
         self.row_shape = tuple(row_shape)
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
         self.rows = rows
+        self._file: BinaryIO
         if rows == 0:
             self._file = open(self.path, "wb")
             self._file.write(_npy_header(self.dtype, (0, *self.row_shape)))
@@ -112,6 +114,7 @@ class LabelSpill:
         self.final_path = Path(folder) / LABELS_FILE
         self.rows = rows
         self.size = size  # bytes written so far, for checkpoints
+        self._file: BinaryIO
         if rows == 0:
             self._file = open(self.path, "wb")
         else:
@@ -220,7 +223,7 @@ def npy_chunks(path: Path, chunk_rows: int = 1 << 15, start: int = 0, stop: int 
         handle.seek(start * row_bytes, os.SEEK_CUR)
         for first in range(start, stop, chunk_rows):
             chunk = np.empty((min(chunk_rows, stop - first), *row_shape), dtype=dtype)
-            if handle.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
+            if handle.readinto(chunk.data.cast("B")) != chunk.nbytes:
                 raise ArtifactError(f"{path}: file is shorter than its header says")
             yield chunk
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mel.errors import InputError
 from mel.qids import is_qid, qid_to_int
-from mel.records import KBEntity, TrainingMention
+from mel.records import KBEntity, TrainingMention, is_int
 from mel.streams import BadLine, SkipReport, display_name, iter_lines, parse_json_object
 
 # A description keeps this many characters of a page's start: far more than
@@ -235,15 +235,11 @@ class DamuelPart:
             )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _link_characters(link: dict, tokens: list, text_length: int) -> tuple[int, int] | str:
     """Character span of a link from its token indices (end exclusive), or the
     reason it has none."""
     start, end = link.get("start"), link.get("end")
-    if not (_is_int(start) and _is_int(end)):
+    if not (is_int(start) and is_int(end)):
         return "link token indices are not integers"
     if not 0 <= start < end <= len(tokens):
         return f"link token span {start}-{end} outside the page's {len(tokens)} tokens"
@@ -251,7 +247,7 @@ def _link_characters(link: dict, tokens: list, text_length: int) -> tuple[int, i
     if not (isinstance(first, dict) and isinstance(last, dict)):
         return "page token is not an object"
     char_start, char_end = first.get("start"), last.get("end")
-    if not (_is_int(char_start) and _is_int(char_end)):
+    if not (is_int(char_start) and is_int(char_end)):
         return "page token offsets are not integers"
     if not 0 <= char_start < char_end <= text_length:
         return f"link characters {char_start}-{char_end} outside the page text of {text_length}"

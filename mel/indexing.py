@@ -121,7 +121,7 @@ def alias_entries(folder: str) -> Iterator[PendingEntry]:
 
 def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBatch:
     """One batch of entries -> vectors, row for row (identical inputs are encoded once)."""
-    sequences: list[list[int] | None] = [None] * len(entries)
+    sequences: list[list[int]] = [[] for _ in entries]
     by_kind: dict[str, list[int]] = {}
     for i, entry in enumerate(entries):
         by_kind.setdefault(entry.kind, []).append(i)
@@ -132,7 +132,9 @@ def encode_entries(encoder: Encoder, entries: Sequence[PendingEntry]) -> EntryBa
         elif kind == "label":
             ids = tokens.strings([entries[i].text for i in rows], role="mention")
         else:
-            ids = tokens.mentions([entries[i].span for i in rows], role="mention")
+            spans = [entries[i].span for i in rows]
+            ids = tokens.mentions([span for span in spans if span is not None], role="mention")
+            assert len(ids) == len(rows), "context entries carry their span"
         for i, seq in zip(rows, ids):
             sequences[i] = seq
     # An alias with several QIDs gives identical inputs: encode each distinct input once.
@@ -223,6 +225,7 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
 
     report = verify(folder, sample=sample, min_recall=min_recall)
     recorded = report.model_checksum
+    found: ModelFolder | None
     try:
         if model is not None:
             found = resolve_model(model)

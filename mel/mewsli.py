@@ -267,7 +267,7 @@ def _checked_document(folder: Path, lang: str, docid: str, mentions: Sequence[Me
     else:
         checked = tuple(_with_problem(m, _check_span(m, text)) for m in mentions)
         expected_md5 = info.get("text_md5")
-        if check_md5 and expected_md5 and hashlib.md5(data).hexdigest() != expected_md5:
+        if check_md5 and expected_md5 and data is not None and hashlib.md5(data).hexdigest() != expected_md5:
             problem = "text differs from the one in docs.tsv (text_md5 mismatch)"
     return MewsliDocument(
         lang=lang,

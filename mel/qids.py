@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import numpy as np
 
@@ -18,7 +19,7 @@ MAX_QID_NUMBER = int(np.iinfo(QID_DTYPE).max)
 _PATTERN = re.compile(r"Q[1-9][0-9]{0,18}")
 
 
-def is_qid(value: object) -> bool:
+def is_qid(value: object) -> TypeGuard[str]:
     """True for a Wikidata item id such as "Q90" whose number fits in an int64."""
     return (isinstance(value, str) and _PATTERN.fullmatch(value) is not None
             and int(value[1:]) <= MAX_QID_NUMBER)
@@ -32,7 +33,7 @@ def qid_to_int(qid: str | int | np.integer) -> int:
         return int(qid)
     if not is_qid(qid):
         raise RecordError(f"not a Wikidata item id: {qid!r}")
-    return int(qid[1:])  # type: ignore[index]
+    return int(qid[1:])
 
 
 def qid_to_str(number: int | np.integer) -> str:

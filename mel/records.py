@@ -12,7 +12,7 @@ import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from mel.errors import RecordError
 from mel.qids import is_qid, qid_to_int
@@ -29,7 +29,8 @@ def _optional_qid(value: object, what: str) -> str | None:
     return value
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
+    """An int that is not a bool (JSON true/false are not numbers here)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -143,7 +144,7 @@ class Mention:
         for name in ("start", "end"):
             if name not in obj:
                 raise RecordError(f"{where}: missing field {name!r}")
-            if not _is_int(obj[name]):
+            if not is_int(obj[name]):
                 raise RecordError(f"{where}: {name!r} is not an integer: {obj[name]!r}")
         start, end = obj["start"], obj["end"]
         if start >= end:
@@ -168,7 +169,7 @@ def strip_inline_markers(text: str) -> tuple[str, tuple[Mention, ...]]:
     if markers % 2:
         raise RecordError(f"odd number of {MENTION_MARKER} markers ({markers})")
     clean: list[str] = []
-    mentions = []
+    mentions: list[Mention] = []
     offset = 0
     for index, piece in enumerate(pieces):
         if index % 2:  # between an opening and a closing marker
@@ -232,7 +233,7 @@ class Document:
         if not isinstance(text, str):
             raise RecordError("field 'text' is not a string")
         doc_id = obj.get("id")
-        if doc_id is not None and not (isinstance(doc_id, str) or _is_int(doc_id)):
+        if doc_id is not None and not (isinstance(doc_id, str) or is_int(doc_id)):
             raise RecordError("field 'id' must be a string or an integer")
         lang = obj.get("lang")
         if lang is not None and not isinstance(lang, str):
@@ -296,7 +297,7 @@ class TrainingMention:
         if not isinstance(text, str) or not text:
             raise RecordError("empty text")
         start, end = obj.get("start"), obj.get("end")
-        if not (_is_int(start) and _is_int(end) and 0 <= start < end <= len(text)):
+        if not (is_int(start) and is_int(end) and 0 <= start < end <= len(text)):
             raise RecordError(f"span {start}-{end} outside text of {len(text)} characters")
         return cls(
             qid=qid,

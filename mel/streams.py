@@ -23,7 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import orjson
 import zstandard
@@ -145,7 +145,7 @@ class _Decoded(io.RawIOBase):
     """A decompressing stream that also closes the stream it reads from
     (LZMAFile and GzipFile leave a file object they were given open)."""
 
-    def __init__(self, decoded: BinaryIO, source: BinaryIO):
+    def __init__(self, decoded: io.BufferedIOBase, source: BinaryIO):
         self._decoded = decoded
         self._source = source
 
@@ -364,9 +364,9 @@ class JsonlWriter:
         if compression == "zstd":
             return zstandard.ZstdCompressor(level=level).stream_writer(self._raw, closefd=False)
         if compression == "xz":
-            return lzma.open(self._raw, "wb")
+            return cast(BinaryIO, lzma.open(self._raw, "wb"))
         if compression == "gzip":
-            return gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)
+            return cast(BinaryIO, gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0))
         raise ValueError(f"unknown compression {compression!r}")
 
     def __enter__(self) -> JsonlWriter:

@@ -20,7 +20,9 @@ def _commands(command: click.Command, path: tuple[str, ...]):
     yield path, command
     if isinstance(command, click.Group):
         for name in sorted(command.list_commands(click.Context(command))):
-            yield from _commands(command.get_command(click.Context(command), name), path + (name,))
+            sub = command.get_command(click.Context(command), name)
+            if sub is not None:
+                yield from _commands(sub, path + (name,))
 
 
 def help_text(command: click.Command, path: tuple[str, ...]) -> str:
@@ -34,7 +36,11 @@ def help_text(command: click.Command, path: tuple[str, ...]) -> str:
     settings = dict(root.context_settings, terminal_width=_WIDTH, max_content_width=_WIDTH)
     ctx = click.Context(root, info_name=path[0], **settings)
     for name in path[1:]:
-        ctx = click.Context(ctx.command.get_command(ctx, name), info_name=name, parent=ctx,
+        group = ctx.command
+        assert isinstance(group, click.Group)
+        sub = group.get_command(ctx, name)
+        assert sub is not None
+        ctx = click.Context(sub, info_name=name, parent=ctx,
                             terminal_width=_WIDTH, max_content_width=_WIDTH)
     assert ctx.command is command
     return command.get_help(ctx)

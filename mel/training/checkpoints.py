@@ -31,6 +31,7 @@ from mel.artifacts import atomic_folder, read_json, write_json
 from mel.errors import ArtifactError
 from mel.models import MANIFEST_NAME
 from mel.records import MENTION_MARKER
+from mel.training.torch_model import BiEncoder
 
 CHECKPOINT_FORMAT = "mel.checkpoint.v1"
 STATE_FORMAT = "mel.train.state.v1"
@@ -90,7 +91,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> tu
 def save_checkpoint(
     folder: Path,
     *,
-    model: torch.nn.Module,
+    model: BiEncoder,
     tokenizer,
     pooling: str,
     prefixes: dict,

@@ -157,7 +157,7 @@ class Trainer:
         self.scaler = None
         if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             self.scaler = torch.amp.GradScaler("cuda")
-        self.trained = self.model
+        self.trained: torch.nn.Module = self.model
         if self.world.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -321,6 +321,7 @@ class Trainer:
         if s.eval_spec is not None or not last:
             self._index(r + 1)  # the trained model's index: for evaluation and the next round's mining
             evaluation = self._evaluate(r + 1)
+        assert self._clock is not None  # set when the round started
         seconds = self._clock[0] + time.monotonic() - self._clock[1]
         record = {
             "round": r + 1, "steps": s.steps_in_round(r), "global_step": state.global_step,

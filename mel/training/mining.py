@@ -121,7 +121,7 @@ class NegativeMiner:
         negatives = np.take_along_axis(table, picked, axis=1)
         stats.hard_rank_sum += float(np.where(negatives >= 0, picked, 0).mean(axis=1).sum())
         short = np.flatnonzero((negatives < 0).any(axis=1))
-        for row in short:  # only with approximate search that comes back short
+        for row in short.tolist():  # only with approximate search that comes back short
             negatives[row] = self._fill(negatives[row], int(gold[row]), rng)
         return negatives
 

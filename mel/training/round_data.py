@@ -90,6 +90,7 @@ class MentionStream:
             self._position += 1
             self._in_pass += 1
             return mention
+        assert self._iterator is not None  # set by _restart
         try:
             mention = next(self._iterator)
         except StopIteration:

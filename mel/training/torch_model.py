@@ -162,6 +162,7 @@ class BiEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(input_ids, attention_mask)
         if self.pooling == "pooler":
+            assert self.bert.pooler is not None  # the constructor checks
             pooled = self.bert.pooler(hidden)
         elif self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -230,7 +231,7 @@ def embed_tokens(model: BiEncoder, tokens: np.ndarray | Sequence[Sequence[int]],
     try:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            chosen = tokens[rows] if isinstance(tokens, np.ndarray) else [tokens[i] for i in rows]
+            chosen = tokens[rows] if isinstance(tokens, np.ndarray) else [np.asarray(tokens[i]) for i in rows]
             ids, mask = pad_batch(chosen, lengths[rows], pad_id, device)
             with autocast(device):
                 vectors = model(ids, mask)

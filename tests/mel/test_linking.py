@@ -101,6 +101,7 @@ def test_stdin_to_stdout_pipeline_in_a_real_process(label_index, tmp_path):
     assert [r["id"] for r in read_lines(done.stdout)] == [r["id"] for r in CORPUS]
 
 
+@pytest.mark.slow
 def test_broken_pipe_ends_quietly(label_index, tmp_path):
     many = write_corpus(tmp_path / "in.jsonl", CORPUS * 400).read_bytes()
     shell = f"{sys.executable} -m mel link - --index {label_index} | head -n 2"
