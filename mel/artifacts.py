@@ -13,16 +13,18 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from mel import __version__
-from mel.errors import ArtifactError
+from mel.errors import ArtifactError, InputError, OutputError
 
 # Distributions whose versions are recorded in manifests, when installed.
 _RECORDED_TOOLS = (
@@ -73,11 +75,10 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:
-    """Write JSON atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
+    """Write JSON as any output: complete or not at all, synced to disk (see `OutputFile`)."""
     payload = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(payload + b"\n")
+    with OutputFile(path) as handle:
+        handle.write(payload + b"\n")
 
 
 def current_umask() -> int:
@@ -87,21 +88,198 @@ def current_umask() -> int:
     return mask
 
 
+_MAX_LINKS = 40  # as the kernel's own limit on a chain of symbolic links
+
+
+def follow_links(path: str | os.PathLike) -> Path:
+    """Where a chain of symbolic links ends (`path` itself when it is not a link)."""
+    current = Path(os.path.abspath(path))
+    for _ in range(_MAX_LINKS):
+        current = Path(os.path.realpath(current.parent)) / current.name
+        if not current.is_symlink() or _under_proc(current):
+            return current
+        current = current.parent / os.readlink(current)
+    raise OutputError(f"{path}: too many levels of symbolic links")
+
+
+def _under_proc(path: Path) -> bool:
+    # /dev/stdout, /dev/fd/N lead to /proc/self/fd/N, whose "links" name open files, pipes and
+    # sockets: such a path is opened, never resolved and replaced.
+    return path.parts[:2] == ("/", "proc")
+
+
+def output_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """(where the output lands, whether it is replaced by renaming a temporary file over it).
+
+    The one rule for every output path: a regular file, or a name that does not exist
+    yet, is written under a temporary name next to it and renamed when complete; a
+    symbolic link is followed, so its target is replaced and the link kept. Anything
+    else (a device such as /dev/null, a FIFO, a socket, /dev/stdout) is opened and
+    written through, never replaced. A folder is refused.
+    """
+    target = follow_links(path)
+    if _under_proc(target):
+        return Path(path), False
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new name (its parent is checked on opening)
+        return target, True
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a folder, expected an output file name")
+    return (target, True) if stat.S_ISREG(mode) else (Path(path), False)
+
+
+def cannot_write(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """The one-line error for an output that fails (no traceback, the path and the reason)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"{path}: cannot write ({reason[:1].lower()}{reason[1:]})")
+
+
+def _make_parent(path: str | os.PathLike, target: Path) -> None:
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{path}: cannot write ({ancestor} is a file, not a folder)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+
+
+def _temporary_next_to(path: str | os.PathLike, target: Path) -> tuple[int, Path]:
+    _make_parent(path, target)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; act like open()
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+    return fd, Path(name)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now rather than after a long run when `path` cannot be written (its folder is
+    made, and a temporary file made and removed in it)."""
+    target, atomic = output_target(path)
+    if atomic:
+        fd, tmp = _temporary_next_to(path, target)
+        os.close(fd)
+        tmp.unlink()
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is durable once the folder's entry is on disk too.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the data itself is synced
+    finally:
+        os.close(fd)
+
+
+class OutputFile:
+    """A binary output that appears only when complete, by the rule of `output_target`.
+
+    Use as a context manager (`with OutputFile(path) as handle:`), or call `commit`
+    (flush, fsync, rename into place) or `discard` (remove the temporary file). An
+    OSError on the way (read-only folder, full disk) becomes an OutputError naming
+    the path; `path` is then left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, buffering: int = -1):
+        self.path = path
+        self.target, atomic = output_target(path)
+        self.tmp: Path | None = None
+        self.handle: BinaryIO
+        if atomic:
+            fd, self.tmp = _temporary_next_to(path, self.target)
+            self.handle = os.fdopen(fd, "wb", buffering=buffering)
+        else:
+            try:
+                # Append: a /dev/stdout-style path may be a file the shell opened for appending.
+                self.handle = open(path, "ab", buffering=buffering)
+            except OSError as exc:
+                raise cannot_write(path, exc) from None
+
+    @property
+    def replaces(self) -> bool:
+        """Whether the output is renamed into place (False: written through)."""
+        return self.tmp is not None
+
+    def __enter__(self) -> BinaryIO:
+        return self.handle
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+            return
+        self.discard()
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise cannot_write(self.path, exc) from None
+
+    def commit(self) -> None:
+        try:
+            self.handle.flush()
+            if self.tmp is not None:
+                os.fsync(self.handle.fileno())
+            self.handle.close()
+            if self.tmp is not None:
+                os.replace(self.tmp, self.target)
+                self.tmp = None
+                _sync_folder(self.target.parent)
+        except BrokenPipeError:
+            self.discard()
+            raise
+        except OSError as exc:
+            self.discard()
+            raise cannot_write(self.path, exc) from None
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # what could not be flushed is dropped with the rest
+        finally:
+            if self.tmp is not None:
+                self.tmp.unlink(missing_ok=True)
+                self.tmp = None
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Yield a path to write `path`'s new content to, by the rule of `output_target`:
+    a temporary file renamed over `path` on success (after an fsync), or for a device
+    or FIFO the path itself."""
+    target, atomic = output_target(path)
+    if not atomic:
+        yield Path(path)
+        return
+    fd, tmp = _temporary_next_to(path, target)
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        _sync_folder(target.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -109,12 +287,19 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     """Yield a temporary folder next to `path`; move it into place on success.
 
     With `force`, an existing `path` is replaced only once the new one is complete.
+    A symbolic link is followed: the folder it leads to is replaced, the link kept.
     """
-    path = Path(path)
+    given = path
+    path = follow_links(path)
     if path.exists() and not force:
-        raise ArtifactError(f"{path} already exists (use --force to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        raise ArtifactError(f"{given} already exists (use --force to replace it)")
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{given} is not a folder; refusing to replace it with one")
+    _make_parent(given, path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as exc:
+        raise cannot_write(given, exc) from None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())

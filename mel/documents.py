@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mel.records import Document, Prediction, RecordError
-from mel.streams import BadLine, iter_lines, parse_json_object
+from mel.streams import MAX_JSON_DEPTH, BadLine, iter_lines, nested_deeper_than, parse_json_object
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ def parse_document_line(line: bytes, line_no: int) -> Document | BadRecord:
         obj = parse_json_object(line)
     except BadLine as exc:
         return BadRecord(line_no, line, str(exc))
+    # A record nested too deeply to be written back is a bad line, passed through as its
+    # raw text (counting brackets first keeps the full check off ordinary lines).
+    if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and nested_deeper_than(obj):
+        return BadRecord(line_no, line, f"nested deeper than {MAX_JSON_DEPTH} levels (mel cannot write it back)")
     try:
         return Document.from_json(obj, line_no=line_no)
     except RecordError as exc:

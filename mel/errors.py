@@ -25,6 +25,10 @@ class ArtifactError(MelError):
     """An artifact on disk is missing, malformed, or fails its checksum."""
 
 
+class OutputError(MelError):
+    """An output cannot be written: a read-only folder, a full disk, a parent that is a file."""
+
+
 class RecordError(ValueError):
     """A record that cannot be used; the message is the reason, for a human.
 

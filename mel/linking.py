@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from mel.documents import BadRecord, output_record, read_documents
-from mel.errors import InputError
+from mel.documents import BadRecord, error_record, output_record, read_documents
+from mel.errors import InputError, RecordError
 from mel.mentions import MentionSpan
 from mel.pipeline import run_stream
 from mel.qids import qid_to_str
 from mel.rankers import Ranker, Ranking
 from mel.records import Candidate, Document, Prediction
-from mel.streams import JsonlWriter
+from mel.streams import JsonlWriter, encode_line
 
 
 class StrictStop(InputError):
@@ -86,24 +86,42 @@ class _Writer:
         stats, row = self.stats, 0
         for item in items:
             if isinstance(item, BadRecord):
-                stats.errors += 1
-                if len(stats.error_lines) < self.options.max_error_lines:
-                    stats.error_lines.append(item.message)
-                ok = (self.errors or self.writer).write(output_record(item))
+                ok = self._bad(item.message, error_record(item), item.line_no)
             else:
                 answers = predictions(ranking, range(row, row + len(item.mentions)), self.options.min_score)
                 row += len(item.mentions)
+                try:
+                    line = encode_line(output_record(item, answers))
+                except RecordError as exc:  # one record never ends a run
+                    ok = self._bad(f"line {item.line_no}: {exc}", {"id": item.id}, item.line_no, str(exc))
+                    if not ok:
+                        return False
+                    continue
                 stats.documents += 1
                 stats.mentions += len(answers)
                 linked = sum(p.qid is not None for p in answers)
                 stats.linked += linked
                 stats.nil += len(answers) - linked
-                ok = self.writer.write(output_record(item, answers))
+                ok = self.writer.write(line)
             if not ok:
                 return False
         if self.progress:
             self.progress(stats)
         return True
+
+    def _bad(self, message: str, record: dict, line_no: int | None, reason: str | None = None) -> bool:
+        """Count a bad record and write it (to --errors when given)."""
+        stats = self.stats
+        stats.errors += 1
+        if len(stats.error_lines) < self.options.max_error_lines:
+            stats.error_lines.append(message)
+        if reason is not None:
+            record = {**record, "error": reason}
+        try:
+            line = encode_line(record)
+        except RecordError as exc:
+            line = encode_line({"line": line_no, "error": f"{record.get('error')}; {exc}"})
+        return (self.errors or self.writer).write(line)
 
 
 def _checked(source: Iterator[Document | BadRecord], strict: bool) -> Iterator[Document | BadRecord]:
@@ -140,11 +158,11 @@ def run_link(source: str, ranker: Ranker, output: str = "-", *, errors_path: str
     try:
         with JsonlWriter(output) as writer:
             stats = link_documents(source, ranker, writer, errors=errors, options=options, progress=progress)
+            if errors is not None:
+                errors.close()  # first: should it fail, the output is dropped, not left looking complete
     except BaseException:
         if errors is not None:
             errors.abort()
         raise
-    if errors is not None:
-        errors.close()
     stats.broken_pipe = stats.broken_pipe or writer.broken_pipe
     return stats

@@ -152,13 +152,20 @@ def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: C
                 break
         finished = True
     finally:
-        if finished and not stop.is_set():
-            put(to_consume, _DONE, consumer)  # let the consumer drain what is queued
-        else:
-            stop.set()  # an exception (Ctrl-C, a stage error): abandon the rest
-        consumer.join()
-        stop.set()
-        reader.join(timeout=5)
+        try:
+            if finished and not stop.is_set():
+                put(to_consume, _DONE, consumer)  # let the consumer drain what is queued
+            else:
+                stop.set()  # an exception (Ctrl-C, a signal, a stage error): abandon the rest
+            consumer.join()
+        finally:
+            # Even when a signal interrupts the draining: the consumer stops before the
+            # caller drops its output, so nothing writes to a closed file.
+            stop.set()
+            consumer.join()
+            # The reader may wait on input (a pipe) and touches no output: when the run is
+            # abandoned it is left behind (a daemon thread) after a short wait.
+            reader.join(timeout=5 if finished else 0.5)
     for stage in (reader, consumer):
         if stage.error is not None:
             raise stage.error

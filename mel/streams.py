@@ -6,9 +6,11 @@ both read correctly. Lines come back as bytes with their 1-based line number,
 so a reader can report invalid UTF-8 on one line and go on.
 
 Outputs are JSON Lines written under a temporary name and renamed into place
-only when complete (compressed with zstd when the name ends in `.zst`), or
-written to stdout, where a reader that goes away early (`| head`) ends the
-output quietly: `JsonlWriter.broken_pipe` tells the caller.
+only when complete (compressed with zstd when the name ends in `.zst`); a
+device, FIFO or /dev/stdout is written through instead (one rule for every
+output: `mel.artifacts.output_target`). On stdout or a pipe, a reader that goes
+away early (`| head`) ends the output quietly: `JsonlWriter.broken_pipe` tells
+the caller.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import io
 import lzma
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -28,8 +29,8 @@ from typing import BinaryIO, cast
 import orjson
 import zstandard
 
-from mel.artifacts import current_umask
-from mel.errors import InputError
+from mel.artifacts import OutputFile, cannot_write
+from mel.errors import InputError, RecordError
 
 STDIO = "-"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -40,7 +41,11 @@ _BZIP2_NEXT = (b"1A", b"\x17r")
 UTF8_BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 _COMPRESSED_CHUNK = 1 << 16  # small, as one chunk may expand a thousandfold
+_ZSTD_PIECE = 1 << 12  # fed at a time, so the data before a corrupt block still comes out
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+# orjson reads JSON nested up to 1024 levels but writes at most 254: a record read back
+# into an output must stay within that.
+MAX_JSON_DEPTH = 254
 
 
 def is_stdio(path: str | os.PathLike) -> bool:
@@ -107,6 +112,7 @@ class _ZstdReader(io.RawIOBase):
         self._frame_has_input = False
         self._pending = memoryview(b"")
         self._offset = 0
+        self._error: zstandard.ZstdError | None = None
 
     def readable(self) -> bool:
         return True
@@ -114,6 +120,8 @@ class _ZstdReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         while self._offset >= len(self._pending):
+            if self._error is not None:
+                raise self._error
             compressed = self._source.read(_COMPRESSED_CHUNK)
             if not compressed:
                 if self._frame_has_input and not self._frame.eof:
@@ -127,13 +135,21 @@ class _ZstdReader(io.RawIOBase):
         return n
 
     def _feed(self, compressed: bytes) -> bytes:
+        """Decompress what can be; corrupt data is raised only once the data before it is read,
+        so that the error names the right line. Small pieces keep that data small."""
         out = []
-        while compressed:
-            if self._frame.eof:  # the next frame starts in this chunk
-                self._frame = self._decompressor.decompressobj()
-            self._frame_has_input = True
-            out.append(self._frame.decompress(compressed))
-            compressed = self._frame.unused_data if self._frame.eof else b""
+        for start in range(0, len(compressed), _ZSTD_PIECE):
+            piece = compressed[start : start + _ZSTD_PIECE]
+            try:
+                while piece:
+                    if self._frame.eof:  # the next frame starts in this piece
+                        self._frame = self._decompressor.decompressobj()
+                    self._frame_has_input = True
+                    out.append(self._frame.decompress(piece))
+                    piece = self._frame.unused_data if self._frame.eof else b""
+            except zstandard.ZstdError as exc:
+                self._error = exc
+                break
         return b"".join(out)
 
     def close(self) -> None:
@@ -250,6 +266,21 @@ def parse_json_object(line: bytes) -> dict:
     return value
 
 
+def nested_deeper_than(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects nest more than `limit` levels in `value` (iteratively:
+    the check itself never hits a recursion limit)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
@@ -322,14 +353,17 @@ def _compression_for_name(path: str | os.PathLike) -> str | None:
 
 
 class JsonlWriter:
-    """Writes JSON Lines to a file (atomically) or to stdout ("-").
+    """Writes JSON Lines to a file, or to stdout ("-").
 
-    Use as a context manager: on a clean exit the temporary file is renamed
-    over `path`; on an exception it is removed and `path` is left untouched.
-    `compression` is "auto" (from the name: .zst, .xz, .gz), None, "zstd",
-    "xz" or "gzip"; stdout is plain unless compression is given explicitly.
-    On stdout, a closed pipe sets `broken_pipe` and later writes are dropped,
-    without a traceback; the caller decides the exit code.
+    Use as a context manager: on a clean exit the output is completed; on an
+    exception it is dropped. A file follows `mel.artifacts.output_target`: a
+    regular file (or a new name) is written under a temporary name and renamed
+    over `path`, so `path` is untouched until the output is complete; a device,
+    FIFO or /dev/stdout is written through. `compression` is "auto" (from the
+    name: .zst, .xz, .gz), None, "zstd", "xz" or "gzip"; stdout is plain unless
+    compression is given explicitly. A closed pipe (stdout or a FIFO) sets
+    `broken_pipe` and later writes are dropped, without a traceback; the caller
+    decides the exit code. Any other failure to write raises OutputError.
     """
 
     def __init__(
@@ -340,22 +374,14 @@ class JsonlWriter:
         self.count = 0
         self.broken_pipe = False
         self._closed = False
-        self._tmp: Path | None = None
+        self._file: OutputFile | None = None
         if compression == "auto":
             compression = None if is_stdio(path) else _compression_for_name(path)
         if is_stdio(path):
             self._raw: BinaryIO = sys.stdout.buffer
         else:
-            target = Path(path)
-            if target.is_dir():
-                raise InputError(f"{target}: is a folder, expected an output file name")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-            )
-            self._tmp = Path(tmp_name)
-            os.chmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; act like open()
-            self._raw = os.fdopen(fd, "wb", buffering=_CHUNK)
+            self._file = OutputFile(path, buffering=_CHUNK)
+            self._raw = self._file.handle
         self._stream: BinaryIO = self._compressor(compression, level)
 
     def _compressor(self, compression: str | None, level: int) -> BinaryIO:
@@ -380,18 +406,20 @@ class JsonlWriter:
 
     def write(self, record: Mapping | bytes) -> bool:
         """Write one record (a dict, or an already-encoded line); False once
-        stdout's reader has gone away."""
+        the reader of a pipe has gone away."""
         if self.broken_pipe:
             return False
         if isinstance(record, (bytes, bytearray)):
             line = bytes(record).rstrip(b"\n") + b"\n"
         else:
-            line = orjson.dumps(record, option=_DUMP_OPTIONS)
+            line = encode_line(record)
         try:
             self._stream.write(line)
         except BrokenPipeError:
             self._on_broken_pipe()
             return False
+        except OSError as exc:
+            raise cannot_write(self.name, exc) from None
         self.count += 1
         return True
 
@@ -403,18 +431,19 @@ class JsonlWriter:
         try:
             if self._stream is not self._raw:
                 self._stream.close()  # writes the compressed stream's end
-            if self._tmp is None:
+            if self._file is None:
                 self._raw.flush()
-                return
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
-            os.replace(self._tmp, self.path)
-            self._tmp = None
+            else:
+                self._file.commit()
         except BrokenPipeError:
             self._on_broken_pipe()
+            if self._file is not None:
+                self._file.discard()
+        except OSError as exc:
+            self._discard()
+            raise cannot_write(self.name, exc) from None
         except BaseException:
-            self._remove_tmp()
+            self._discard()
             raise
 
     def abort(self) -> None:
@@ -422,26 +451,22 @@ class JsonlWriter:
         if self._closed:
             return
         self._closed = True
-        if self._tmp is None:
+        if self._file is None:
             try:
                 self._raw.flush()
             except BrokenPipeError:
                 self._on_broken_pipe()
             return
-        try:
-            self._raw.close()
-        finally:
-            self._remove_tmp()
+        self._discard()
 
-    def _remove_tmp(self) -> None:
-        if self._tmp is not None and self._tmp.exists():
-            self._tmp.unlink()
-        self._tmp = None
+    def _discard(self) -> None:
+        if self._file is not None:
+            self._file.discard()
 
     def _on_broken_pipe(self) -> None:
         self.broken_pipe = True
-        # Point stdout at /dev/null so the interpreter's final flush does not
-        # print "Exception ignored ... BrokenPipeError" (Python docs, "Note on SIGPIPE").
+        # Point the descriptor at /dev/null so the final flush does not print
+        # "Exception ignored ... BrokenPipeError" (Python docs, "Note on SIGPIPE").
         try:
             fileno = self._raw.fileno()
         except (OSError, ValueError):
@@ -451,3 +476,12 @@ class JsonlWriter:
             os.dup2(devnull, fileno)
         finally:
             os.close(devnull)
+
+
+def encode_line(record: Mapping) -> bytes:
+    """One JSON Lines line; RecordError for a record JSON cannot hold as orjson writes it
+    (nested deeper than `MAX_JSON_DEPTH`)."""
+    try:
+        return orjson.dumps(record, option=_DUMP_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise RecordError(f"cannot be written as JSON ({exc})") from None

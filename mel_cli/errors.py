@@ -2,11 +2,17 @@
 
 Every message reads `mel: error: …` or `mel: note: …`; library errors (MelError) and
 click's usage errors alike end in one such line and an exit code, never a traceback.
+Ctrl-C (SIGINT), SIGTERM and SIGHUP stop a command alike: an exception unwinds through
+the library, which removes what it had not finished, and the exit code is 128 + the signal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -26,6 +32,49 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stopped(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that only
+    cleanup code (`finally`, `except BaseException: …; raise`) sees it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame) -> None:
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While the command runs, the stop signals raise `Stopped` in the main thread."""
+    try:
+        previous = {number: signal.signal(number, _stop) for number in STOP_SIGNALS}
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _exit_for_signal(signum: int) -> None:
+    error(f"stopped by {signal.Signals(signum).name}")
+    # The library has cleaned up on the way here. Skip the interpreter's shutdown: a reader
+    # thread still waiting on a pipe holds stdin's lock, which shutdown would wait for.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)
+
+
 class MelGroup(click.Group):
     """A click Group whose commands report MelError as one line, exit code 1 (or the error's),
     and whose usage errors read `mel: error: …` too (exit 2)."""
@@ -41,7 +90,10 @@ class MelGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with stop_signals_raise():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Stopped as stopped:
+            _exit_for_signal(stopped.signum)
         except click.UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `mel` alone: the help, as click shows it
                 exc.show()

@@ -18,9 +18,10 @@ from mel.rankers import METHODS
 @click.option("--method", type=click.Choice(METHODS), default="biencoder", show_default=True,
               help="How mentions are ranked (see `mel eval -h`): biencoder searches --index as built.")
 @click.option("-o", "--output", default="-", show_default=True,
-              help="Output JSON Lines (.zst compresses); written under a temporary name, renamed when complete.")
+              help="Output JSON Lines (.zst compresses); a file is written under a temporary name and renamed "
+                   "when complete (through a symlink: its target), a device or FIFO is written through.")
 @click.option("--errors", "errors_path", default=None,
-              help="Write bad input records here instead of into the output.")
+              help="Write bad input records here instead of into the output (written like -o).")
 @click.option("--top-k", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="Candidates kept per mention.")
 @click.option("--min-score", type=float, default=None, help="Below this score a mention's qid is null (NIL).")
@@ -41,7 +42,9 @@ def link(input_path, index_dir, aliases_dir, method, output, errors_path, top_k,
 
     Bad records are passed through with an "error" field (or to --errors),
     counted and listed by line. Exit status: 0 all linked, 3 some records had
-    errors, 2 usage error, 1 fatal (index or model missing or corrupt).
+    errors, 2 usage error, 1 fatal (index or model missing or corrupt, output
+    not writable), 128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP; no
+    output file is left).
 
     \b
     Example:

@@ -142,7 +142,7 @@ def embed_cmd(model_dir, role, output, encoder, quiet) -> None:
     import numpy as np
     import orjson
 
-    from mel.artifacts import atomic_file
+    from mel.artifacts import atomic_file, check_writable
     from mel.cli.errors import note
     from mel.errors import InputError
     from mel.model_cache import resolve_model
@@ -158,6 +158,8 @@ def embed_cmd(model_dir, role, output, encoder, quiet) -> None:
             raise InputError(f"stdin line {number}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not texts:
         raise InputError("no input: give one text a line on stdin")
+    if output:
+        check_writable(output)
     model = encoder.open(resolve_model(encoder.model, announce=None if quiet else note))
     vectors = model.encode_texts(texts, None if role == "none" else role)
     if output:

@@ -86,6 +86,19 @@ def test_truncated_compressed_input_is_an_error(tmp_path, compress):
             pass
 
 
+def test_corrupt_zstd_names_the_last_good_line(tmp_path):
+    """The lines before the corruption are read, and the message gives their count, not "line 0"."""
+    good = zstandard.ZstdCompressor().compress(b"".join(b'{"i": %d}\n' % i for i in range(500)))
+    path = tmp_path / "corrupt.jsonl.zst"
+    path.write_bytes(good + b"\x28\xb5\x2f\xfd" + bytes(range(200)))  # a second frame of garbage
+    read = []
+    with pytest.raises(InputError, match=r"corrupt\.jsonl\.zst: compressed data is truncated or corrupt "
+                                         r"after line 500 \("):
+        for number, _ in iter_lines(path):
+            read.append(number)
+    assert read == list(range(1, 501))
+
+
 def test_lines_are_numbered_and_endings_removed(tmp_path):
     path = tmp_path / "lines.jsonl"
     path.write_bytes(b"\xef\xbb\xbf{\"a\": 1}\r\n\n{\"b\": 2}\nbad \xff byte\nlast without newline")
