@@ -23,7 +23,7 @@ from mel.artifacts import atomic_folder, command_line, sha256_file, tool_version
 from mel.errors import ModelError
 from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
 from mel.exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
-from mel.models import MANIFEST_NAME, MODEL_FORMAT, PRECISIONS, VARIANT_FILES, ModelManifest
+from mel.models import MANIFEST_NAME, MODEL_FORMAT, PRECISIONS, VARIANT_FILES, ModelManifest, model_identity
 from mel.records import MENTION_MARKER
 from mel.runtime import load_onnxruntime
 
@@ -213,6 +213,7 @@ def write_model_folder(
             tools=tool_versions(),
             command=command_line(),
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            identity=model_identity(files),
         )
         write_json(tmp / MANIFEST_NAME, manifest.to_json())
     return manifest

@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mel.artifacts import read_json, sha256_file
 from mel.errors import ArtifactError
+from mel.indexes.integrity import check_name, inside
 from mel.indexes.settings import IndexSettings, ShardSearchConfig
 
 FORMAT = "mel.index.v1"
@@ -33,6 +35,10 @@ KINDS = ("description", "context", "label")
 QUERY_ENCODINGS = ("context", "string")
 QUERY_ENCODING_OF_KIND = {"description": "context", "context": "context", "label": "string"}
 METRIC = "dot_product"
+# The files every shard holds (its vectors file too, named by the shard record).
+SHARD_TABLES = ("qids.npy", "kinds.npy", "langs.npy", "labels.json")
+SCANN_FILES = ("scann/scann_assets.pbtxt", "scann/scann_config.pb")  # and the assets the first names
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,12 @@ class FileRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> FileRecord:
-        return cls(str(data["sha256"]), int(data["bytes"]))
+        digest, size = data["sha256"], data["bytes"]
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"sha256 {digest!r} is not 64 hexadecimal digits")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"bytes {size!r} is not a size")
+        return cls(digest, size)
 
 
 def _files_to_json(files: dict[str, FileRecord]) -> dict:
@@ -242,11 +253,41 @@ def read_manifest(folder: str | Path) -> IndexManifest:
         raise ArtifactError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
     if manifest.metric != METRIC:
         raise ArtifactError(f"{path}: unsupported metric {manifest.metric!r}")
+    if manifest.dim < 1 or len(set(manifest.kinds)) != len(manifest.kinds) or not set(manifest.kinds) <= set(KINDS) \
+            or not all(isinstance(lang, str) and lang for lang in manifest.languages):
+        raise ArtifactError(f"{path}: dim, kinds or languages are malformed")
+    encoding = manifest.extra.get("query_encoding")
+    if encoding is not None and encoding not in QUERY_ENCODINGS:
+        raise ArtifactError(f"{path}: unknown query_encoding {encoding!r} (this mel knows "
+                            f"{', '.join(QUERY_ENCODINGS)}); was the index made by a newer mel?")
+    _check_names(folder, path, manifest)
     expected_first = 0
     for shard in manifest.shards:
-        if shard.first_entry != expected_first or shard.search.entries != shard.entries:
+        if shard.first_entry != expected_first or shard.search.entries != shard.entries or shard.entries < 1:
             raise ArtifactError(f"{path}: shard {shard.name} entry counts are inconsistent")
         expected_first += shard.entries
     if expected_first != manifest.counts.entries:
         raise ArtifactError(f"{path}: shards hold {expected_first} entries, counts say {manifest.counts.entries}")
     return manifest
+
+
+def _check_names(folder: Path, path: Path, manifest: IndexManifest) -> None:
+    """Every name is a plain relative path that stays inside the folder, and every file
+    search reads is listed (so that its checksum is checked)."""
+    where = str(path)
+    for name in manifest.files:
+        inside(folder, check_name(name, where), where)
+    if QID_SET_FILE not in manifest.files:
+        raise ArtifactError(f"{path}: lists no checksum for {QID_SET_FILE}")
+    seen = set()
+    for shard in manifest.shards:
+        shard_folder = inside(folder, check_name(shard.name, where), where)
+        if shard.name in seen or shard.name in manifest.files:
+            raise ArtifactError(f"{path}: shard name {shard.name!r} is used twice")
+        seen.add(shard.name)
+        for name in shard.files:
+            inside(shard_folder, check_name(name, where), where)
+        needed = (*SHARD_TABLES, check_name(shard.vectors, where), *(SCANN_FILES if shard.search.uses_scann else ()))
+        unlisted = [name for name in needed if name not in shard.files]
+        if unlisted:
+            raise ArtifactError(f"{path}: shard {shard.name} lists no checksum for {', '.join(unlisted)}")

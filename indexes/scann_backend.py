@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from mel.errors import ArtifactError
+from mel.indexes.integrity import check_name, inside
 from mel.indexes.settings import ShardSearchConfig
 from mel.indexes.store import npy_chunks, read_npy_rows
 
@@ -141,8 +143,17 @@ def refuse_pickles(folder: Path) -> None:
         raise ArtifactError(f"{pickles[0]}: pickle files are never loaded; remove it or rebuild the index")
 
 
-def load_scann_searcher(folder: Path, threads: int | None = None):
-    """Load a serialized searcher without ScaNN's unpickling loader."""
+def asset_paths(assets_text: str) -> list[str]:
+    """The files a scann_assets.pbtxt tells ScaNN to read."""
+    return re.findall(r'asset_path:\s*"((?:[^"\\]|\\.)*)"', assets_text)
+
+
+def load_scann_searcher(folder: Path, threads: int | None = None, listed: Collection[str] | None = None):
+    """Load a serialized searcher without ScaNN's unpickling loader.
+
+    Each asset ScaNN is told to read must be a plain relative name inside `folder`
+    and, given `listed` (the files whose checksums the manifest holds), one of them.
+    """
     folder = Path(folder)
     refuse_pickles(folder)
     assets = folder / SCANN_ASSETS
@@ -150,6 +161,12 @@ def load_scann_searcher(folder: Path, threads: int | None = None):
         assets_text = assets.read_text()
     except FileNotFoundError:
         raise ArtifactError(f"{assets}: file not found") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ArtifactError(f"{assets}: not readable ({exc})") from None
+    for name in asset_paths(assets_text):
+        inside(folder, check_name(name, str(assets)), str(assets))
+        if listed is not None and name not in listed:
+            raise ArtifactError(f"{assets}: asset {name!r} has no checksum in the index manifest")
     ops = _scann_ops()
     # Relative asset paths in the .pbtxt are resolved against the folder we pass.
     try:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mel.errors import ArtifactError
-from mel.indexes.manifest import QID_SET_FILE, IndexManifest, ShardRecord, read_manifest
+from mel.indexes.integrity import check_file, check_size, check_vectors_file
+from mel.indexes.manifest import QID_SET_FILE, FileRecord, IndexManifest, ShardRecord, read_manifest
 from mel.indexes.scann_backend import load_scann_searcher, refuse_pickles, scann_available
 from mel.indexes.store import VECTOR_DTYPE, Entry, ShardTables, load_npy
 from mel.qids import QID_DTYPE, parse_qids, qid_to_str
@@ -78,7 +79,8 @@ class _ExactShard:
 
 class _ScannShard:
     def __init__(self, record: ShardRecord, folder: Path, threads: int | None):
-        self.searcher = load_scann_searcher(folder / "scann", threads)
+        listed = {name.removeprefix("scann/") for name in record.files if name.startswith("scann/")}
+        self.searcher = load_scann_searcher(folder / "scann", threads, listed=listed)
         self.config = record.search
         self.size = record.entries
 
@@ -152,6 +154,11 @@ class Index:
     searchers; `exact=True` always scores exactly with NumPy.
     `leaves_to_search` and `pre_reorder_num_neighbors` override the build's
     values for every search (a per-call value wins).
+
+    Opening checks what will be trusted (mel.indexes.integrity): with `verify`
+    (the default), every file's sha256 against the manifest and every vector
+    for a finite unit row, in one read of each file; always, the sizes and the
+    tables' value ranges. `verify=False` is for trusted local copies.
     """
 
     def __init__(
@@ -162,26 +169,18 @@ class Index:
         leaves_to_search: int | None = None,
         pre_reorder_num_neighbors: int | None = None,
         threads: int | None = None,
+        verify: bool = True,
     ):
         self.folder = Path(folder)
         self.manifest: IndexManifest = read_manifest(self.folder)
         refuse_pickles(self.folder)
-        manifest = self.manifest
-        for name, record in manifest.files.items():
-            self._check_size(self.folder / name, record.bytes)
-        self.tables: list[ShardTables] = []
-        for shard in manifest.shards:
-            for name, record in shard.files.items():
-                self._check_size(self.folder / shard.name / name, record.bytes)
-            self.tables.append(
-                ShardTables(
-                    self.folder / shard.name, shard.entries, manifest.dim, shard.vectors,
-                    len(manifest.kinds), len(manifest.languages),
-                )  # fmt: skip
-            )
-        self._qid_set = load_npy(self.folder / QID_SET_FILE, QID_DTYPE, (manifest.counts.qids,))
-        self._first_entry = np.array([shard.first_entry for shard in manifest.shards], dtype=np.int64)
-        has_scann = all(shard.search.uses_scann for shard in manifest.shards)
+        try:
+            self._open(verify)
+        except ArtifactError as exc:
+            if not verify:
+                raise
+            raise ArtifactError(f"{exc}; `mel index verify {self.folder}` lists every problem") from None
+        has_scann = all(shard.search.uses_scann for shard in self.manifest.shards)
         if exact is False and not has_scann:
             raise ArtifactError(f"{self.folder}: this index has no ScaNN searchers; search it with exact=True")
         if exact is False and not scann_available():
@@ -190,17 +189,43 @@ class Index:
         self.leaves_to_search = leaves_to_search
         self.pre_reorder_num_neighbors = pre_reorder_num_neighbors
         self.threads = threads
-        self._scann: list[_ScannShard | None] = [None] * len(manifest.shards)
+        self._scann: list[_ScannShard | None] = [None] * len(self.manifest.shards)
         self._exact = [_ExactShard(tables) for tables in self.tables]
 
-    @staticmethod
-    def _check_size(path: Path, expected: int) -> None:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: file not found (the index is incomplete)") from None
-        if size != expected:
-            raise ArtifactError(f"{path}: {size} bytes, the manifest says {expected} (the file is damaged)")
+    def _open(self, verify: bool) -> None:
+        manifest = self.manifest
+        for name, record in manifest.files.items():
+            (check_file if verify else _check_size)(self.folder / name, record)
+        self.tables: list[ShardTables] = []
+        for shard in manifest.shards:
+            for name, record in shard.files.items():
+                path = self.folder / shard.name / name
+                if not verify:
+                    _check_size(path, record)
+                elif name == shard.vectors:
+                    check_vectors_file(path, record, shard.entries, manifest.dim)
+                else:
+                    check_file(path, record)
+            self.tables.append(
+                ShardTables(
+                    self.folder / shard.name, shard.entries, manifest.dim, shard.vectors,
+                    len(manifest.kinds), len(manifest.languages),
+                )  # fmt: skip
+            )
+        self._qid_set = load_npy(self.folder / QID_SET_FILE, QID_DTYPE, (manifest.counts.qids,))
+        self._check_qids()
+        self._first_entry = np.array([shard.first_entry for shard in manifest.shards], dtype=np.int64)
+
+    def _check_qids(self) -> None:
+        """The QID set is sorted and distinct (lookups rely on it), and holds every entry's QID."""
+        qid_set, path = self._qid_set, self.folder / QID_SET_FILE
+        if len(qid_set) and (qid_set[0] <= 0 or (len(qid_set) > 1 and not (np.diff(qid_set) > 0).all())):
+            raise ArtifactError(f"{path}: QIDs are not distinct positive numbers in order (the file is damaged)")
+        for shard, tables in zip(self.manifest.shards, self.tables):
+            position = np.searchsorted(qid_set, tables.qids).clip(0, max(0, len(qid_set) - 1))
+            if len(qid_set) == 0 or not (qid_set[position] == tables.qids).all():
+                raise ArtifactError(f"{self.folder / shard.name}/qids.npy: QIDs missing from {path} "
+                                    "(the index is damaged)")
 
     # -- facts ---------------------------------------------------------------
 
@@ -344,6 +369,10 @@ class Index:
             len(queries),
             k,
         )
+
+
+def _check_size(path: Path, record: FileRecord) -> None:
+    check_size(path, record.bytes)
 
 
 def open_index(folder: str | os.PathLike, **options) -> Index:

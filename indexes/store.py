@@ -298,6 +298,8 @@ class ShardTables:
         self.langs = load_npy(self.folder / "langs.npy", LANG_DTYPE, (entries,))
         if entries and (int(self.kinds.max()) >= num_kinds or int(self.langs.max()) >= num_langs):
             raise ArtifactError(f"{self.folder}/kinds.npy or langs.npy: code outside the manifest's vocabulary")
+        if entries and int(self.qids.min()) <= 0:
+            raise ArtifactError(f"{self.folder}/qids.npy: a QID number below 1 (the file is damaged)")
         self._vectors_path = self.folder / vectors_file
         self._dim = dim
         self._vectors: np.ndarray | None = None
@@ -320,7 +322,8 @@ class ShardTables:
                 raise ArtifactError(f"{path}: file not found") from None
             except orjson.JSONDecodeError as exc:
                 raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
-            if not isinstance(labels, list) or len(labels) != self.entries:
-                raise ArtifactError(f"{path}: expected a list of {self.entries} labels")
+            if not isinstance(labels, list) or len(labels) != self.entries or not all(
+                    isinstance(label, str) for label in labels):
+                raise ArtifactError(f"{path}: expected a list of {self.entries} label strings")
             self._labels = labels
         return self._labels

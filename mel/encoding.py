@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from mel.errors import ModelError
 from mel.mentions import MentionSpan, MentionTokenizer
@@ -74,8 +73,8 @@ class Encoder:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
-        tokenizer = Tokenizer.from_file(str(model.file("tokenizer.json", verify=verify)))
-        self.tokens = MentionTokenizer(tokenizer, self.manifest)
+        model.check_graph(path, self.session.get_inputs(), self.session.get_outputs())
+        self.tokens = MentionTokenizer(model.tokenizer(verify=verify), self.manifest)
 
     @property
     def dim(self) -> int:
@@ -84,6 +83,11 @@ class Encoder:
     @property
     def checksum(self) -> str:
         return self.manifest.checksum
+
+    @property
+    def identity(self) -> str:
+        """What an index built with this model records and is compared with (mel.models)."""
+        return self.model.identity
 
     def encode_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Embeddings of pre-tokenised inputs (with special tokens), in input order."""

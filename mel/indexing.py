@@ -163,8 +163,9 @@ def batched_entries(selection: KBSelection, encoder: Encoder, start: int, batch_
 
 def model_record(encoder: Encoder) -> dict:
     manifest = encoder.manifest
-    return {"checksum": manifest.checksum, "source": manifest.source, "path": str(Path(encoder.model.path).resolve()),
-            "dim": manifest.dim, "precision": encoder.precision, "pooling": manifest.pooling}
+    return {"identity": encoder.identity, "checksum": manifest.checksum, "source": manifest.source,
+            "path": str(Path(encoder.model.path).resolve()), "dim": manifest.dim, "precision": encoder.precision,
+            "pooling": manifest.pooling}
 
 
 def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *, settings: IndexSettings,
@@ -219,27 +220,27 @@ def verify_index(folder: str | Path, *, sample: int = 1000, min_recall: float | 
     import dataclasses
 
     from mel.errors import ModelError
+    from mel.indexes.manifest import read_manifest
     from mel.indexes.verify import verify
     from mel.model_cache import resolve_model
     from mel.models import ModelFolder
+    from mel.retrieval import model_matches, recorded_identity
 
     report = verify(folder, sample=sample, min_recall=min_recall)
-    recorded = report.model_checksum
+    record = read_manifest(folder).model or {}
     found: ModelFolder | None
     try:
         if model is not None:
             found = resolve_model(model)
         else:
-            from mel.indexes.manifest import read_manifest
-
-            path = (read_manifest(folder).model or {}).get("path")
+            path = record.get("path")
             found = ModelFolder.open(path) if path and Path(path).is_dir() else None
     except ModelError:
         found = None
-    if found is None or recorded is None:
+    matches = None if found is None else model_matches(record, found)
+    if found is None or matches is None:
         return report
-    matches = found.manifest.checksum == recorded
     problems = report.problems if matches else report.problems + (
-        f"{found.path}: model sha256 {found.manifest.checksum[:12]}… differs from the index's "
-        f"{recorded[:12]}…",)
+        f"{found.path}: model {found.identity[:12]}… differs from the index's "
+        f"{str(recorded_identity(record))[:12]}…",)
     return dataclasses.replace(report, model_ok=matches, problems=problems)

@@ -1,16 +1,29 @@
 """Model folders: the manifest, loading with checksum checks, and the model cache.
 
 A model folder is self-describing (like a sentence-transformers folder):
-`model.onnx` (fp32, the canonical graph whose sha256 identifies the model),
-optional `model.int8.onnx` / `model.fp16.onnx` variants, `tokenizer.json` with
-the `[M]` marker, and `mel-model.json`, the manifest.
+`model.onnx` (fp32, the canonical graph), optional `model.int8.onnx` /
+`model.fp16.onnx` variants made from it, `tokenizer.json` with the `[M]`
+marker, and `mel-model.json`, the manifest.
+
+Every field of the manifest is checked when the folder is opened (one line
+naming the file and field otherwise), and every file mel runs is checked
+against its sha256 in `files` when it is loaded. The model's identity, which an
+index records and compares, ties those entries together: the sha256 of the
+`sha256sum` listing of every exported file in name order (`identity`, written
+at export). Editing one `files` entry, say to pass off another int8 graph, no
+longer matches the identity; editing the identity too makes the model a
+different one for every index built with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mel.artifacts import read_json, sha256_file
 from mel.errors import ModelError
@@ -20,6 +33,18 @@ MANIFEST_NAME = "mel-model.json"
 PRECISIONS = ("fp32", "fp16", "int8")
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEFAULT_MODEL_NAME = "multilingual-e5-small"
+TOKENIZER_FILE = "tokenizer.json"
+POOLINGS = ("mean", "cls", "pooler")
+GRAPH_INPUTS = ("input_ids", "attention_mask")
+MIN_MAX_LENGTH = 8  # room for <s> [M] x [M] </s> and a little context
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def model_identity(files: dict[str, str]) -> str:
+    """sha256 of the `sha256sum` listing of `files` (name -> sha256) in name order: what
+    `sha256sum $(ls | grep -vx mel-model.json | LC_ALL=C sort) | sha256sum` prints in the folder."""
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,7 @@ class ModelManifest:
     tools: dict = field(default_factory=dict)
     command: str = ""
     created: str = ""
+    identity: str = ""  # model_identity(files), written at export; "" in folders of older mel
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -51,13 +77,97 @@ class ModelManifest:
 
     @classmethod
     def from_json(cls, data: dict, where: str = "manifest") -> ModelManifest:
+        if not isinstance(data, dict):
+            raise ModelError(f"{where}: not a model manifest (expected a JSON object)")
         if data.get("format") != MODEL_FORMAT:
             raise ModelError(f"{where}: format '{data.get('format')}' is not {MODEL_FORMAT}")
-        try:
-            return cls(**{**{k: data[k] for k in cls.__dataclass_fields__ if k in data},
-                          "precisions": tuple(data["precisions"])})
-        except (KeyError, TypeError) as exc:
-            raise ModelError(f"{where}: malformed manifest (field {exc})") from None
+        missing = [k for k, f in cls.__dataclass_fields__.items()
+                   if k not in data and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ModelError(f"{where}: field {missing[0]!r} is missing")
+        _check_fields(data, where)
+        return cls(**{**{k: data[k] for k in cls.__dataclass_fields__ if k in data},
+                      "precisions": tuple(data["precisions"])})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field(where: str, name: str, problem: str) -> ModelError:
+    return ModelError(f"{where}: field {name!r} {problem}")
+
+
+def _int_field(data: dict, where: str, name: str, low: int, high: int | None = None, prefix: str = "") -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise _field(where, prefix + name, f"is {value!r}, expected an integer {span}")
+    return value
+
+
+def _check_fields(data: dict[str, Any], where: str) -> None:
+    """Types, ranges and consistency of every field (one error naming the first bad one)."""
+    for name in ("source", "architecture", "marker", "attention", "mel_version", "command", "created"):
+        if not isinstance(data.get(name, ""), str):
+            raise _field(where, name, "is not a string")
+    if not data["marker"]:
+        raise _field(where, "marker", "is empty")
+    config = data["config"]
+    if not isinstance(config, dict):
+        raise _field(where, "config", "is not an object")
+    vocab = _int_field(config, where, "vocab_size", 1, prefix="config.")
+    positions = _int_field(config, where, "max_position_embeddings", 1, prefix="config.")
+    offset = config.get("position_offset", 0)
+    if not _is_int(offset) or not 0 <= offset < positions:
+        raise _field(where, "config.position_offset", f"is {offset!r}, expected an integer below the positions")
+    if data["pooling"] not in POOLINGS:
+        raise _field(where, "pooling", f"is {data['pooling']!r}, expected one of {', '.join(POOLINGS)}")
+    dim = _int_field(data, where, "dim", 1)
+    if _is_int(config.get("hidden_size")) and config["hidden_size"] != dim:
+        raise _field(where, "dim", f"is {dim}, but config.hidden_size is {config['hidden_size']}")
+    _int_field(data, where, "max_length", MIN_MAX_LENGTH, positions - offset)
+    _int_field(data, where, "marker_id", 0, vocab - 1)
+    special = data["special_ids"]
+    if not isinstance(special, dict) or set(special) < {"start", "end", "pad"}:
+        raise _field(where, "special_ids", "needs start, end and pad")
+    for role in ("start", "end", "pad"):
+        if not _is_int(special[role]) or not 0 <= special[role] < vocab:
+            raise _field(where, f"special_ids.{role}", f"is {special[role]!r}, expected a token id below {vocab}")
+    prefixes = data["prefixes"]
+    if not isinstance(prefixes, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in prefixes.items()):
+        raise _field(where, "prefixes", "is not an object of strings")
+    precisions = data["precisions"]
+    if not isinstance(precisions, list) or "fp32" not in precisions or len(set(precisions)) != len(precisions) \
+            or not set(precisions) <= set(PRECISIONS):
+        raise _field(where, "precisions", f"is {precisions!r}, expected distinct ones of {', '.join(PRECISIONS)} "
+                                          "with fp32")
+    for name in ("tools",):
+        if not isinstance(data.get(name, {}), dict):
+            raise _field(where, name, "is not an object")
+    _check_files(data, where)
+
+
+def _check_files(data: dict[str, Any], where: str) -> None:
+    files = data["files"]
+    if not isinstance(files, dict):
+        raise _field(where, "files", "is not an object")
+    for name, digest in files.items():
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise _field(where, "files", f"names {name!r}, which is not a file of the folder")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise _field(where, f"files.{name}", "is not a sha256 (64 hexadecimal digits)")
+    needed = [TOKENIZER_FILE, *(VARIANT_FILES[p] for p in data["precisions"])]
+    unlisted = [name for name in needed if name not in files]
+    if unlisted:
+        raise _field(where, "files", f"lists no sha256 for {', '.join(unlisted)}")
+    if data["checksum"] != files[VARIANT_FILES["fp32"]]:
+        raise _field(where, "checksum", f"differs from files.{VARIANT_FILES['fp32']}")
+    identity = data.get("identity", "")
+    if identity and identity != model_identity(files):
+        raise ModelError(f"{where}: field 'files' does not match field 'identity', the model identity recorded at "
+                         "export (was a file replaced and its entry edited?); export the model again")
 
 
 @dataclass(frozen=True)
@@ -79,6 +189,12 @@ class ModelFolder:
         except Exception as exc:  # ArtifactError carries the reason
             raise ModelError(str(exc)) from None
         return cls(path=path, manifest=ModelManifest.from_json(data, str(manifest_path)))
+
+    @property
+    def identity(self) -> str:
+        """The model identity (see the module docstring): recorded at export, else computed
+        from `files` (folders of older mel)."""
+        return self.manifest.identity or model_identity(self.manifest.files)
 
     def file(self, name: str, verify: bool = True) -> Path:
         """Path of a listed file, after checking it against the manifest's sha256."""
@@ -104,6 +220,33 @@ class ModelFolder:
         if external.name in self.manifest.files:
             self.file(external.name, verify)
         return path
+
+    def tokenizer(self, verify: bool = True):
+        """tokenizer.json, checked against its sha256 and against the manifest's marker."""
+        from tokenizers import Tokenizer
+
+        path = self.file(TOKENIZER_FILE, verify)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exception
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(f"{path}: not a readable tokenizer ({reason})") from None
+        manifest = self.manifest
+        found = tokenizer.token_to_id(manifest.marker)
+        if found != manifest.marker_id:
+            raise ModelError(f"{path}: the marker {manifest.marker!r} is token {found}, but {MANIFEST_NAME} field "
+                             f"'marker_id' says {manifest.marker_id}")
+        return tokenizer
+
+    def check_graph(self, path: Path, inputs: Sequence, outputs: Sequence) -> None:
+        """The graph takes what mel feeds and gives `dim`-wide vectors (onnxruntime's NodeArgs)."""
+        names = sorted(node.name for node in inputs)
+        if names != sorted(GRAPH_INPUTS):
+            raise ModelError(f"{path}: graph inputs are {', '.join(names)}; mel feeds {', '.join(GRAPH_INPUTS)}")
+        shape = list(outputs[0].shape) if outputs else []
+        if len(shape) != 2 or (_is_int(shape[1]) and shape[1] != self.manifest.dim):
+            raise ModelError(f"{path}: the graph gives vectors of shape {shape}, but {MANIFEST_NAME} field 'dim' "
+                             f"says {self.manifest.dim}")
 
 
 def mel_home() -> Path:

@@ -220,8 +220,10 @@ class FuzzyRanker(AliasRanker):
 
 def open_ranker(method: str, *, index: str | None = None, aliases: str | None = None,
                 encoder: EncoderSettings = EncoderSettings(), exact: bool = False,
-                allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> Ranker:
-    """The ranker for `--method`, with the checks that keep a method honest."""
+                allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None,
+                verify: bool = True) -> Ranker:
+    """The ranker for `--method`, with the checks that keep a method honest; `verify=False`
+    skips the index's checksums (--no-verify)."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method in ALIAS_METHODS:
@@ -239,7 +241,7 @@ def open_ranker(method: str, *, index: str | None = None, aliases: str | None = 
     if aliases is not None:
         raise InputError(f"--aliases is for --method {' or '.join(ALIAS_METHODS)}; --method {method} searches --index")
     retriever = Retriever.open(index, encoder, exact=exact, allow_model_mismatch=allow_model_mismatch,
-                               announce=announce)
+                               announce=announce, verify=verify)
     encoding = retriever.query_encoding
     sources = retriever.index.manifest.extra.get("sources") or {}
     from_aliases = bool(sources.get("aliases"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mel.encoding import Encoder
-from mel.errors import MelError, ModelError
+from mel.errors import ArtifactError, MelError, ModelError
 from mel.indexes.manifest import QUERY_ENCODINGS
 from mel.indexes.searcher import Index, SearchResult
 from mel.mentions import MentionSpan
@@ -28,6 +28,21 @@ class ModelMismatchError(MelError):
     pass
 
 
+def recorded_identity(record: dict) -> str | None:
+    """The model an index records: its identity (mel.models); indexes of older mel
+    record the fp32 graph's sha256 only, as "checksum"."""
+    return record.get("identity") or record.get("checksum")
+
+
+def model_matches(record: dict, model: ModelFolder) -> bool | None:
+    """Whether `model` is the one an index's model record names (None: it names none)."""
+    if record.get("identity"):
+        return record["identity"] == model.identity
+    if record.get("checksum"):
+        return record["checksum"] == model.manifest.checksum
+    return None
+
+
 def model_for_index(index: Index, model: str | None, announce: Callable[[str], None] | None = None) -> ModelFolder:
     """The model named by --model, else the one recorded in the index manifest, else the default."""
     if model is not None:
@@ -37,23 +52,36 @@ def model_for_index(index: Index, model: str | None, announce: Callable[[str], N
     if recorded and Path(recorded).is_dir():
         return ModelFolder.open(recorded)
     folder = resolve_model(None, announce=announce)
-    if record.get("checksum") and folder.manifest.checksum != record["checksum"]:
+    if model_matches(record, folder) is False:
         raise ModelError(f"{index.folder}: built with model {recorded or record.get('source')} "
-                         f"(sha256 {record['checksum'][:12]}…), which is not at that path; pass it with --model")
+                         f"(identity {str(recorded_identity(record))[:12]}…), which is not at that path; "
+                         "pass it with --model")
     return folder
 
 
 def check_model(index: Index, encoder: Encoder, allow_mismatch: bool = False) -> None:
+    """The model must be the index's: its identity is computed from the files' sha256, and the
+    file the encoder runs was checked against its own when it was loaded."""
     record = index.manifest.model or {}
-    expected = record.get("checksum")
-    if expected and expected != encoder.checksum and not allow_mismatch:
+    if model_matches(record, encoder.model) is False and not allow_mismatch:
+        expected = str(recorded_identity(record))
         raise ModelMismatchError(
-            f"{index.folder}: the index was built with model sha256 {expected[:12]}… ({record.get('source')}) "
-            f"but {encoder.model.path} has sha256 {encoder.checksum[:12]}…; its vectors would not be comparable "
+            f"{index.folder}: the index was built with model {expected[:12]}… ({record.get('source')}) "
+            f"but {encoder.model.path} is model {encoder.identity[:12]}…; its vectors would not be comparable "
             "(use the same model, or --allow-model-mismatch to experiment)")
     if index.dim != encoder.dim:
         raise ModelMismatchError(f"{index.folder}: index vectors have {index.dim} dimensions, "
                                  f"the model gives {encoder.dim}")
+
+
+def query_encoding_of(index: Index) -> str:
+    """How queries are encoded, as the index says; an index that does not say is refused
+    (guessing "context" for a label index would search it with the wrong queries)."""
+    encoding = index.manifest.extra.get("query_encoding")
+    if encoding not in QUERY_ENCODINGS:
+        raise ArtifactError(f"{index.folder}/manifest.json: query_encoding {encoding!r} is not one of "
+                            f"{', '.join(QUERY_ENCODINGS)} (an index made by `mel index build` says which)")
+    return encoding
 
 
 @dataclass(frozen=True)
@@ -80,19 +108,18 @@ class Retriever:
 
     @classmethod
     def open(cls, index_path: str | Path, encoder: EncoderSettings = EncoderSettings(), *, exact: bool = False,
-             allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None) -> Retriever:
-        index = Index(index_path, exact=True if exact else None, threads=encoder.threads)
-        opened = encoder.open(model_for_index(index, encoder.model, announce))
-        check_model(index, opened, allow_model_mismatch)
-        return cls(index, opened)
+             allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None,
+             verify: bool = True) -> Retriever:
+        """`verify=False` (--no-verify) skips the index's checksums, for trusted local copies."""
+        index = Index(index_path, exact=True if exact else None, threads=encoder.threads, verify=verify)
+        retriever = cls(index, encoder.open(model_for_index(index, encoder.model, announce)))
+        check_model(index, retriever.encoder, allow_model_mismatch)
+        query_encoding_of(index)  # refused now, not at the first query
+        return retriever
 
     @property
     def query_encoding(self) -> str:
-        encoding = self.index.manifest.extra.get("query_encoding", "context")
-        if encoding not in QUERY_ENCODINGS:
-            raise ModelError(f"{self.index.folder}/manifest.json: unknown query_encoding {encoding!r} "
-                             f"(this mel knows {', '.join(QUERY_ENCODINGS)})")
-        return encoding
+        return query_encoding_of(self.index)
 
     def query_ids(self, spans: Sequence[MentionSpan]) -> list[list[int]]:
         """Token ids of the queries, encoded as the index manifest says."""
@@ -120,7 +147,8 @@ class Retriever:
                       "entries": manifest.counts.entries, "qids": manifest.counts.qids,
                       "kinds": list(manifest.counts.by_kind), "query_encoding": self.query_encoding,
                       "sources": manifest.extra.get("sources"), "search": "exact" if index.exact else "scann"},
-            "model": {"checksum": encoder.checksum, "path": str(encoder.model.path),
+            "model": {"identity": encoder.identity, "checksum": encoder.checksum, "path": str(encoder.model.path),
                       "source": encoder.manifest.source, "precision": encoder.precision, "device": encoder.device,
-                      "index_model_checksum": (manifest.model or {}).get("checksum")},
+                      "index_model_checksum": (manifest.model or {}).get("checksum"),
+                      "index_model_identity": (manifest.model or {}).get("identity")},
         }

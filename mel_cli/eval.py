@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mel.cli.options import encoder_options, split_commas
+from mel.cli.options import encoder_options, no_verify_option, split_commas
 from mel.rankers import INDEX_METHODS, METHODS
 
 METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
@@ -41,6 +41,7 @@ def eval_options(function):
         click.option("--allow-model-mismatch", is_flag=True,
                      help="Search even if the model's checksum differs from the index's (experiments only)."),
         click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN."),
+        no_verify_option,
     ]
     function = encoder_options(function)
     for option in reversed(options):
@@ -66,12 +67,16 @@ def eval_group() -> None:
     """
 
 
-def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch):
+def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path):
+    from mel.artifacts import check_writable
     from mel.cli.errors import note
     from mel.rankers import open_ranker
 
+    if report_path:
+        check_writable(report_path)  # before the evaluation, not after it
+
     ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, encoder=encoder, exact=exact,
-                         allow_model_mismatch=allow_model_mismatch, announce=note)
+                         allow_model_mismatch=allow_model_mismatch, announce=note, verify=not no_verify)
     for line in ranker.notes:
         note(line)
     return ranker
@@ -155,11 +160,12 @@ def _skip_lines(source: dict) -> list[str]:
     return out
 
 
-def _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, **more):
+def _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify, **more):
     params = {"method": method, "ks": list(ks), "langs": list(langs) if langs else None, **more}
     if method in INDEX_METHODS:
         params.update(model_option=encoder.model, precision=encoder.precision, device=encoder.device,
-                      batch_size=encoder.batch_size, exact_search=exact, allow_model_mismatch=allow_model_mismatch)
+                      batch_size=encoder.batch_size, exact_search=exact, allow_model_mismatch=allow_model_mismatch,
+                      verify_index=verify)
     return params
 
 
@@ -171,7 +177,7 @@ def _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, **more)
                    "(default: count them as misses).")
 @click.option("--no-check-md5", is_flag=True, help="Do not compare each text with docs.tsv's text_md5.")
 def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
-                encoder, quiet, skip_bad, no_check_md5) -> None:
+                no_verify, encoder, quiet, skip_bad, no_check_md5) -> None:
     """Recall@K on a Mewsli-9 dataset folder (or one language folder of it).
 
     DATASET is the output/dataset folder made by Mewsli-9's get-mewsli-9.sh:
@@ -190,8 +196,8 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
     from mel.evaluation import run_mewsli_eval
     from mel.streams import SkipReport
 
-    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch)
-    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch,
+    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
+    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify=not no_verify,
                              skip_bad=skip_bad, check_md5=not no_check_md5)
     with eval_progress(not quiet) as progress:
         report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
@@ -204,7 +210,7 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
 @click.argument("input_path", metavar="FILE")
 @eval_options
 def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
-              encoder, quiet) -> None:
+              no_verify, encoder, quiet) -> None:
     """Recall@K on mel documents JSON Lines whose mentions carry a gold "qid".
 
     FILE is mel documents (plain or compressed, "-" for stdin):
@@ -223,8 +229,8 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path
     from mel.evaluation import run_jsonl_eval
     from mel.streams import SkipReport
 
-    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch)
-    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch)
+    ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
+    parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify=not no_verify)
     with eval_progress(not quiet) as progress:
         report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
                                 report=SkipReport(max_examples=10), progress=progress)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel.cli.options import encoder_options
+from mel.cli.options import encoder_options, no_verify_option
 from mel.rankers import METHODS
 
 
@@ -29,9 +29,10 @@ from mel.rankers import METHODS
 @click.option("--allow-model-mismatch", is_flag=True,
               help="Search even if the model's checksum differs from the index's (experiments only).")
 @click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN.")
+@no_verify_option
 @encoder_options
 def link(input_path, index_dir, aliases_dir, method, output, errors_path, top_k, min_score, strict,
-         allow_model_mismatch, exact, encoder, quiet) -> None:
+         allow_model_mismatch, exact, no_verify, encoder, quiet) -> None:
     """Link the mentions of documents to Wikidata QIDs.
 
     INPUT is mel documents JSON Lines (plain or zstd, detected by content; "-"
@@ -58,7 +59,7 @@ def link(input_path, index_dir, aliases_dir, method, output, errors_path, top_k,
     from mel.rankers import open_ranker
 
     ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, encoder=encoder, exact=exact,
-                         allow_model_mismatch=allow_model_mismatch, announce=note)
+                         allow_model_mismatch=allow_model_mismatch, announce=note, verify=not no_verify)
     options = LinkOptions(top_k=top_k, min_score=min_score, strict=strict)
     with link_progress(enabled=not quiet) as progress:
         stats = run_link(input_path, ranker, output, errors_path=errors_path, options=options, progress=progress)

@@ -54,6 +54,12 @@ def encoder_options(function):
     return _apply(wrapper, ENCODER_OPTIONS)
 
 
+# In every command that opens an index (link, eval jsonl, eval mewsli9).
+no_verify_option = click.option(
+    "--no-verify", is_flag=True,
+    help="Skip checking the index's files against their sha256 when opening it (about a second per GB; "
+         "sizes and table values are checked anyway). For trusted local copies.")
+
 max_length_option = click.option(
     "--max-length", type=click.IntRange(8, 512), default=64, show_default=True,
     help="Tokens per mention/entity window.")

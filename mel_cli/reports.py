@@ -50,7 +50,7 @@ def print_index_info(details) -> None:
         "entries": f"{details.entries:,}",
         "QIDs": f"{details.qids:,}",
         "dim": str(details.dim),
-        "query encoding": details.query_encoding or "context",
+        "query encoding": details.query_encoding or "not recorded (link and eval refuse the index)",
         "model": f"{model.get('source', '?')} (sha256 {str(model.get('checksum', '?'))[:12]}…, {model.get('path')})",
         "size on disk": _size(details.size_bytes),
         "created": f"{details.created} by `{details.command}`",

@@ -151,6 +151,15 @@ def test_a_read_only_folder_is_one_error_line(aliases, read_only_folder):
     assert snapshot(read_only_folder) == before
 
 
+def test_a_report_path_that_cannot_be_written_fails_before_the_evaluation(aliases, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(main, ["eval", "jsonl", str(DOCS), "--method", "alias", "--aliases", str(aliases),
+                                       "--report", str(tmp_path / "afile" / "r.json")])
+    assert result.exit_code == 1
+    assert result.output == (f"mel: error: {tmp_path}/afile/r.json: cannot write "
+                             f"({tmp_path}/afile is a file, not a folder)\n")  # no results printed first
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_stop_signal_removes_the_unfinished_output(aliases, tmp_path, signum):
     out = tmp_path / "out.jsonl"
