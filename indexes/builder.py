@@ -9,7 +9,9 @@ opens as an index.
 
 Resuming (resume=True) reuses every completed shard whose checksums still
 match, plus the rows of the unfinished shard up to its last checkpoint; the
-caller then feeds entries from `writer.entries_done` on:
+caller then feeds entries from `writer.entries_done` on. `sources` (name ->
+`mel.artifacts.fingerprint`) is recorded, and a resume whose sources changed
+is refused, as the old and the new entries would mix:
 
     with IndexWriter(out, dim=384, extra={"model": {...}}, resume=True) as writer:
         for batch in encode(kb_entries(start=writer.entries_done)):
@@ -29,7 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mel.artifacts import command_line, read_json, sha256_file, tool_versions, write_json
+from mel.artifacts import (
+    command_line,
+    fingerprint_change,
+    follow_links,
+    read_json,
+    sha256_file,
+    tool_versions,
+    write_json,
+)
 from mel.errors import ArtifactError, InputError, RecordError
 from mel.indexes.manifest import (
     FORMAT,
@@ -138,8 +148,10 @@ class IndexWriter:
         progress: BuildProgress | None = None,
         total: int | None = None,
         checkpoint_seconds: float = 30.0,
+        sources: dict[str, dict] | None = None,
     ):
-        self.folder = Path(folder)
+        # A symbolic link is kept: the folder it leads to is what gets replaced.
+        self.folder = follow_links(folder) if Path(folder).is_symlink() else Path(folder)
         if self.folder.exists() and not force:
             raise ArtifactError(f"{self.folder} already exists (use --force to replace it)")
         if dim < 1:
@@ -147,6 +159,7 @@ class IndexWriter:
         self.dim = dim
         self.force = force
         self.extra = check_extra(extra or {})
+        self.sources = sources or {}
         self.notes: list[str] = []  # things the caller should tell the user
         if settings.scann and not scann_available():
             settings = IndexSettings(**{**settings.to_json(), "scann": False})
@@ -203,6 +216,7 @@ class IndexWriter:
             "dim": self.dim,
             "settings": self.settings.to_json(),
             "extra": self.extra,
+            "sources": self.sources,
             "languages": self._languages,
             "shards": [shard.to_json() for shard in self._shards],
             "current": current,
@@ -228,6 +242,12 @@ class IndexWriter:
                     f"{self.partial}: the unfinished build used a different {name}; "
                     "build again without resuming to start over"
                 )
+        recorded = state.get("sources") or {}
+        for name in sorted(set(recorded) | set(self.sources)):
+            change = fingerprint_change(name, recorded.get(name), self.sources.get(name, {}))
+            if change:
+                raise ArtifactError(f"{self.partial}: cannot resume: {change}; "
+                                    "build again without --resume to start over")
         self._languages = list(state["languages"])
         self._shards = []
         for data in state["shards"]:
@@ -495,11 +515,12 @@ def build_index(
     progress: BuildProgress | None = None,
     total: int | None = None,
     late_extra: Callable[[], dict] | None = None,
+    sources: dict[str, dict] | None = None,
 ) -> IndexManifest:
     """Build an index from `batches(start)`, which yields entries from entry `start` on;
     `late_extra()` gives manifest fields known once every batch is in."""
     writer = IndexWriter(folder, dim, settings=settings, extra=extra, resume=resume, force=force, progress=progress,
-                         total=total)
+                         total=total, sources=sources)
     try:
         for batch in batches(writer.entries_done):
             writer.add_batch(batch)

@@ -318,3 +318,62 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
 
 def folder_size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# Source fingerprints: what a resumed build compares to refuse sources that changed.
+_WHOLE_HASH_BYTES = 64 << 20  # files up to this size are hashed whole
+_SAMPLED_BLOCKS = 64  # bigger ones: this many blocks, evenly spread, first and last included
+_BLOCK_BYTES = 1 << 20
+
+
+def _file_fingerprint(path: Path) -> dict:
+    info = path.stat()
+    digest = hashlib.sha256()
+    whole = info.st_size <= _WHOLE_HASH_BYTES
+    with open(path, "rb") as handle:
+        if whole:
+            while block := handle.read(_BLOCK_BYTES):
+                digest.update(block)
+        else:
+            last = info.st_size - _BLOCK_BYTES
+            for number in range(_SAMPLED_BLOCKS):
+                handle.seek(last * number // (_SAMPLED_BLOCKS - 1))
+                digest.update(handle.read(_BLOCK_BYTES))
+    return {"bytes": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": digest.hexdigest(),
+            "hashed": "whole" if whole else f"{_SAMPLED_BLOCKS} sampled blocks of {_BLOCK_BYTES} bytes"}
+
+
+def fingerprint(path: str | os.PathLike) -> dict:
+    """Size, modification time and content hash of a source file, or of every file under a
+    source folder ("-", stdin, has none). Files up to 64 MiB are hashed whole, bigger ones by
+    64 sampled blocks of 1 MiB (then the size and time must match too)."""
+    if str(path) == "-":
+        return {"stdin": True}
+    path = Path(path)
+    if path.is_dir():
+        return {"files": {p.relative_to(path).as_posix(): _file_fingerprint(p)
+                          for p in sorted(path.rglob("*")) if p.is_file()}}
+    return _file_fingerprint(path)
+
+
+def fingerprint_change(name: str, old: dict | None, new: dict) -> str | None:
+    """How source `name` changed between two fingerprints (None: it did not)."""
+    if old is None:
+        return f"{name} was not a source of the unfinished build"
+    if old.get("stdin") or new.get("stdin"):
+        return f"{name} is stdin, which cannot be compared with what the unfinished build read"
+    if "files" in old or "files" in new:
+        before, after = old.get("files", {}), new.get("files", {})
+        for file in sorted(set(before) | set(after)):
+            if file not in before or file not in after:
+                return f"{name}/{file} was {'added' if file in after else 'removed'}"
+            change = fingerprint_change(f"{name}/{file}", before[file], after[file])
+            if change:
+                return change
+        return None
+    keys = ("bytes", "sha256") if old.get("hashed") == new.get("hashed") == "whole" else ("bytes", "mtime_ns", "sha256")
+    for key in keys:
+        if old.get(key) != new.get(key):
+            what = {"bytes": "size", "mtime_ns": "modification time", "sha256": "content"}[key]
+            return f"{name} changed since the unfinished build (its {what} differs)"
+    return None

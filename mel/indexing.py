@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mel.artifacts import fingerprint
 from mel.damuel import WIKI_ORIGINS
 from mel.encoding import Encoder
 from mel.errors import InputError
@@ -194,10 +195,13 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
                       "origins": "all" if selection.all_origins else list(WIKI_ORIGINS)},
         "max_length": encoder.tokens.max_length,
     }
+    # Fingerprints of the sources (sizes, times, content hashes): a resume refuses changed ones.
+    sources = {f"--{option} {path}": fingerprint(path)
+               for option, paths in (("kb", selection.kb), ("links", selection.links)) for path in paths}
     try:
         return build_index(out, lambda start: batched_entries(selection, encoder, start, encoder.batch_size),
                            dim=encoder.dim, settings=settings, extra=extra, resume=resume, force=force,
-                           progress=progress,
+                           progress=progress, sources=sources,
                            # What the reader skipped is known only once the KB has been read through.
                            late_extra=lambda: {"skipped": selection.report.to_json()})
     except NoEntries:

@@ -7,8 +7,11 @@ Layout (as made by the dataset's get-mewsli-9.sh, under output/dataset):
     <lang>/text/<docid>   clean article text (UTF-8)
 
 The TSV files were written by pandas `to_csv(sep="\\t")`: fields holding a tab,
-a quote or a line break are quoted with '"' and inner quotes doubled, which
-Python's csv module reads back exactly. Columns are found by header name.
+a quote or a line break are quoted with '"' and inner quotes doubled; they are
+read back exactly so (`split_tsv_record`). A line that starts no such record
+(a quote never closed, text after a closing quote) is reported and reading
+goes on at the next line: every line is a row's, a reported problem or a
+counted blank line. Columns are found by header name.
 position/length count Unicode code points (astral characters count one), and
 the text is read as bytes and decoded, never with newline translation, so
 "\\r\\n" counts two characters as in the dataset's own check.
@@ -20,11 +23,11 @@ rows are skipped and counted in a SkipReport.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
-from collections import OrderedDict
+import stat
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ from mel.artifacts import sha256_file
 from mel.errors import InputError
 from mel.qids import is_qid
 from mel.records import Document, Mention, MentionProblem, MewsliMention, ProblemKind
-from mel.streams import SkipReport
+from mel.streams import UTF8_BOM, SkipReport
 
 REQUIRED_MENTION_COLUMNS = ("docid", "position", "length", "mention", "qid")
 
@@ -72,40 +75,111 @@ def mewsli_languages(root: str | os.PathLike) -> list[str]:
     return langs
 
 
-def _tsv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """(line, row as {column: value}) per data row, or (line, reason) for a
-    row with the wrong number of fields. Header problems raise InputError."""
+# pandas quotes a field holding a line break, so a record may span lines; a quote left open
+# (hand-edited files) would otherwise swallow the rest of the file into one field.
+_MAX_RECORD_LINES = 100
+
+
+class _Unclosed(ValueError):
+    """A quoted field is still open at the end of the text given."""
+
+
+def split_tsv_record(record: str) -> list[str]:
+    """The fields of one record as pandas `to_csv(sep="\\t")` (csv.QUOTE_MINIMAL) writes
+    it: a field holding a tab, a quote or a line break is quoted with '"', inner quotes
+    doubled; other fields are as they are. ValueError for text no such writer makes."""
+    fields: list[str] = []
+    i, n = 0, len(record)
+    while True:
+        if not record.startswith('"', i):
+            j = record.find("\t", i)
+            if j < 0:
+                fields.append(record[i:])
+                return fields
+            fields.append(record[i:j])
+            i = j + 1
+            continue
+        pieces, i = [], i + 1
+        while True:
+            j = record.find('"', i)
+            if j < 0:
+                raise _Unclosed(f"field {len(fields) + 1} opens a quote that is never closed")
+            pieces.append(record[i:j])
+            if not record.startswith('"', j + 1):
+                break
+            pieces.append('"')
+            i = j + 2
+        fields.append("".join(pieces))
+        i = j + 1
+        if i == n:
+            return fields
+        if record[i] != "\t":
+            raise ValueError(f"text after the closing quote of field {len(fields)}")
+        i += 1
+
+
+def _tsv_records(handle) -> Iterator[tuple[int, list[str] | str]]:
+    """(first line, fields) per record, or (line, reason) for a line that starts no valid
+    record; reading goes on at the next line, so every line is a record's or reported."""
+    pending: deque[tuple[int, bytes]] = deque()
+    source = enumerate(handle, start=1)
+    while True:
+        first = pending.popleft() if pending else next(source, None)
+        if first is None:
+            return
+        taken = [first]
+        while True:
+            data = b"".join(raw for _, raw in taken)
+            if taken[0][0] == 1 and data.startswith(UTF8_BOM):
+                data = data[len(UTF8_BOM):]
+            try:
+                text = data.decode("utf-8")
+                body = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+                yield taken[0][0], split_tsv_record(body)
+                break
+            except _Unclosed as exc:
+                more = pending.popleft() if pending else next(source, None)
+                if more is not None and len(taken) < _MAX_RECORD_LINES:
+                    taken.append(more)
+                    continue
+                if more is not None:
+                    pending.appendleft(more)
+                reason = str(exc)
+            except UnicodeDecodeError as exc:
+                reason = f"invalid UTF-8 at byte offset {exc.start} of the line ({exc.reason})"
+            except ValueError as exc:
+                reason = str(exc)
+            yield taken[0][0], reason
+            pending.extendleft(reversed(taken[1:]))  # read again: each may start a record
+            break
+
+
+def _tsv_rows(path: Path, required: Sequence[str], report: SkipReport) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row as {column: value}) per data row. Malformed rows are skipped and blank
+    lines left out, both counted in `report`; header problems raise InputError."""
     try:
-        handle = open(path, encoding="utf-8", newline="")
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     with handle:
-        reader = csv.reader(handle, delimiter="\t", quotechar='"', doublequote=True)
-        line = 0
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise InputError(f"{path}: empty file (expected a header line)")
-            if header and header[0].startswith("\ufeff"):
-                header[0] = header[0][1:]
-            missing = [name for name in required if name not in header]
-            if missing:
-                raise InputError(
-                    f"{path}:1: missing column(s) {', '.join(missing)} in header {header}"
-                )
-            line = reader.line_num
-            for fields in reader:
-                row_line, line = line + 1, reader.line_num
-                if not fields:
-                    continue
-                if len(fields) != len(header):
-                    yield row_line, f"expected {len(header)} fields, found {len(fields)}"
-                    continue
-                yield row_line, dict(zip(header, fields))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: invalid UTF-8 after line {line} ({exc.reason})") from None
-        except csv.Error as exc:
-            raise InputError(f"{path}:{line + 1}: malformed TSV ({exc})") from None
+        records = _tsv_records(handle)
+        _, header = next(records, (0, None))
+        if header is None:
+            raise InputError(f"{path}: empty file (expected a header line)")
+        if isinstance(header, str):
+            raise InputError(f"{path}:1: malformed header ({header})")
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise InputError(f"{path}:1: missing column(s) {', '.join(missing)} in header {header}")
+        for line, fields in records:
+            if isinstance(fields, str):
+                report.skip(f"{path}:{line}", "malformed row", fields)
+            elif fields == [""]:
+                report.filter(f"blank line in {path.name}")
+            elif len(fields) != len(header):
+                report.skip(f"{path}:{line}", "malformed row", f"expected {len(header)} fields, found {len(fields)}")
+            else:
+                yield line, dict(zip(header, fields))
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -132,11 +206,8 @@ def read_mentions_tsv(
     """The rows of one mentions.tsv, in file order; `lang` fills a missing lang column."""
     path = Path(path)
     report = report if report is not None else SkipReport()
-    for line, row in _tsv_rows(path, REQUIRED_MENTION_COLUMNS):
+    for line, row in _tsv_rows(path, REQUIRED_MENTION_COLUMNS, report):
         location = f"{path}:{line}"
-        if isinstance(row, str):
-            report.skip(location, "malformed row", row)
-            continue
         try:
             position = _parse_count(row["position"], "position", 0)
             length = _parse_count(row["length"], "length", 1)
@@ -171,11 +242,8 @@ def read_docs_tsv(
     path = Path(path)
     report = report if report is not None else SkipReport()
     docs: dict[str, dict[str, str]] = {}
-    for line, row in _tsv_rows(path, ("docid",)):
-        if isinstance(row, str):
-            report.skip(f"{path}:{line}", "malformed row", row)
-        else:
-            docs[row["docid"]] = row
+    for _, row in _tsv_rows(path, ("docid",), report):
+        docs[row["docid"]] = row
     return docs
 
 
@@ -183,11 +251,16 @@ def _read_text(text_dir: Path, docid: str) -> tuple[str | None, bytes | None, Me
     """(text, raw bytes, problem)."""
     if not docid or "/" in docid or "\\" in docid or docid in (".", ".."):
         return None, None, MentionProblem(ProblemKind.BAD_DOCID, f"docid {docid!r} is not a file name")
+    path = text_dir / docid
     try:
-        data = (text_dir / docid).read_bytes()
+        # Checked first: opening a FIFO would wait for a writer forever.
+        if not stat.S_ISREG(path.stat().st_mode):
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            return None, None, MentionProblem(ProblemKind.TEXT_NOT_A_FILE, f"text is {kind}")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None, None, MentionProblem(ProblemKind.TEXT_MISSING, "text file missing")
-    except OSError as exc:  # a folder, a device, no permission: not a text we can read
+    except OSError as exc:  # no permission, an I/O error: not a text we can read
         reason = exc.strerror or type(exc).__name__
         return None, None, MentionProblem(ProblemKind.TEXT_NOT_A_FILE, f"text is not a readable file ({reason})")
     try:

@@ -44,7 +44,10 @@ def qid_to_str(number: int | np.integer) -> str:
 def parse_qids(qids: Iterable[str | int] | np.ndarray) -> np.ndarray:
     """QIDs as strings ("Q90") or numbers -> an int64 array; RecordError on the first bad one."""
     if isinstance(qids, np.ndarray) and qids.dtype.kind in "iu":
-        array = qids.astype(QID_DTYPE, copy=False).reshape(-1)
+        flat = qids.reshape(-1)
+        if flat.dtype.kind == "u" and flat.size and int(flat.max()) > MAX_QID_NUMBER:  # would wrap to negative
+            raise RecordError(f"not a Wikidata item number: {int(flat.max())}")
+        array = flat.astype(QID_DTYPE, copy=False)
         if array.size and array.min() <= 0:
             raise RecordError(f"not a Wikidata item number: {int(array[array <= 0][0])}")
         return array

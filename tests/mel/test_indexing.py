@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,88 @@ def test_when_every_kb_record_is_skipped_the_error_says_why_and_nothing_stays(ti
     assert len(lines) == 1 and lines[0].startswith("mel: error: no entries: every KB record was skipped")
     assert "not valid JSON" in lines[0] and "not a Wikidata item id" in lines[0] and f"{kb}:1" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kb.jsonl"]  # no index, no .idx.partial
+
+
+def test_a_kb_qid_beyond_int64_is_a_bad_line_not_a_crash(tiny_model, tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text('{"qid": "Q9223372036854775808", "lang": "en", "label": "Too big"}\n'
+                  + (ROOT_DATA / "kb.jsonl").read_text())
+    out = tmp_path / "idx"
+    result = build("--kb", str(kb), "--model", str(tiny_model), "--exact", "-o", str(out))
+    assert result.exit_code == 0, result.output  # it used to end in an OverflowError traceback
+    assert "skipped 1 record(s): not a Wikidata item id" in result.stderr
+    assert f"e.g. {kb}:1: not a Wikidata item id ('Q9223372036854775808')" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"]["skipped"] == {"not a Wikidata item id": 1}
+    assert manifest["counts"]["entries"] == len((ROOT_DATA / "kb.jsonl").read_text().splitlines())
+
+
+def interrupted_build(kb: Path, out: Path, tiny_model, monkeypatch) -> list[str]:
+    """A build of `kb` stopped after its first shard, to be resumed."""
+    import mel.indexing as indexing
+
+    real, calls = indexing.encode_entries, {"n": 0}
+
+    def failing(encoder, entries):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(encoder, entries)
+
+    args = ["--kb", str(kb), "--model", str(tiny_model), "--shard-size", "2", "--batch-size", "2", "--exact",
+            "-o", str(out), "-q"]
+    monkeypatch.setattr(indexing, "encode_entries", failing)
+    assert build(*args).exit_code != 0 and not out.exists()
+    monkeypatch.setattr(indexing, "encode_entries", real)
+    return args
+
+
+@pytest.mark.parametrize("change", ["appended", "same size and time", "replaced by another file"])
+def test_resume_refuses_a_kb_that_changed(tiny_model, tmp_path, monkeypatch, change):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text((ROOT_DATA / "kb.jsonl").read_text())
+    args = interrupted_build(kb, tmp_path / "idx", tiny_model, monkeypatch)
+    stat = kb.stat()
+    if change == "appended":
+        kb.write_text(kb.read_text() + '{"qid": "Q5", "lang": "en", "label": "human"}\n')
+    elif change == "same size and time":
+        kb.write_text(kb.read_text().replace('"Paris"', '"Parys"'))
+        os.utime(kb, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    else:
+        replacement = tmp_path / "new.jsonl"
+        replacement.write_text(kb.read_text().replace('"Berlin"', '"Bremen"'))  # as long as before
+        replacement.replace(kb)
+    result = build(*args, "--resume")
+    assert result.exit_code == 1  # it used to succeed, mixing old and new entries
+    what = "size" if change == "appended" else "content"
+    assert result.output == (f"mel: error: {tmp_path}/.idx.partial: cannot resume: --kb {kb} changed since the "
+                             f"unfinished build (its {what} differs); build again without --resume to start over\n")
+    assert build(*args).exit_code == 0  # starting over works
+
+
+def test_resume_with_an_unchanged_kb_goes_on(tiny_model, tmp_path, monkeypatch):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text((ROOT_DATA / "kb.jsonl").read_text())
+    args = interrupted_build(kb, tmp_path / "idx", tiny_model, monkeypatch)
+    os.utime(kb)  # touched, same bytes: a file hashed whole is compared by content
+    result = build(*args, "--resume")
+    assert result.exit_code == 0, result.output
+
+
+def test_big_sources_are_fingerprinted_by_sampled_blocks(tmp_path, monkeypatch):
+    from mel import artifacts
+
+    monkeypatch.setattr(artifacts, "_WHOLE_HASH_BYTES", 1 << 20)
+    monkeypatch.setattr(artifacts, "_BLOCK_BYTES", 1 << 12)
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(bytes(range(256)) * (8 << 12))  # 8 MiB: 64 sampled blocks of 4 KiB
+    before = artifacts.fingerprint(path)
+    assert before["hashed"] == "64 sampled blocks of 4096 bytes"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # in the last block, which is always sampled
+    stamp = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert "content differs" in artifacts.fingerprint_change("kb", before, artifacts.fingerprint(path))
+    path.write_bytes(bytes(range(256)) * (8 << 12))
+    assert "modification time differs" in artifacts.fingerprint_change("kb", before, artifacts.fingerprint(path))

@@ -1,5 +1,7 @@
 import csv
 import hashlib
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from mel.streams import SkipReport
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MEWSLI = DATA / "mewsli"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HEADER = "docid\tposition\tlength\tmention\turl\tlang\tqid\tqid_in_refs\tfreq_bin\n"
 
 
@@ -127,6 +130,7 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path):
     (doc,) = iter_documents(root, "xx", report=report)
     assert [(m.mention, m.row, m.freq_bin) for m in doc.mentions] == [("Roma", 2, 3), ("París", 9, None)]
     assert report.skipped == {"malformed row": 4, "not a Wikidata item id": 1}
+    assert report.filtered == {"blank line in mentions.tsv": 1}  # line 8: every line is accounted for
     path = root / "xx" / "mentions.tsv"
     assert report.examples == [
         f"{path}:3: malformed row (position is not an integer: 'zero')",
@@ -181,3 +185,94 @@ def test_mention_json_round_trip():
     mention = next(iter(_docs()["es-2"].mentions[1:]))
     assert MewsliMention.from_json(mention.to_json()) == mention
     assert mention.to_json()["problem"].startswith("text at 31-39")
+
+
+def test_the_pandas_quoting_is_read_exactly():
+    from mel.mewsli import split_tsv_record
+
+    assert split_tsv_record('a\t"b\tc"\t"""q"" d"\t\t') == ["a", "b\tc", '"q" d', "", ""]
+    assert split_tsv_record('x "y" z\tw') == ['x "y" z', "w"]  # a quote inside a field is just a character
+    with pytest.raises(ValueError, match="text after the closing quote of field 2"):
+        split_tsv_record('a\t"b"c\td')
+    with pytest.raises(ValueError, match="field 2 opens a quote that is never closed"):
+        split_tsv_record('a\t"b\tc')
+
+
+def test_an_unclosed_quote_is_one_reported_line_and_every_line_is_accounted_for(tmp_path):
+    rows = [f"d1\t{i}\t1\tx\tu\txx\tQ{i + 1}\tTrue\t1\n" for i in range(90)]
+    rows[38] = rows[38].replace("\tx\t", '\t"x\t')  # line 40: a quote that is never closed
+    path = tmp_path / "mentions.tsv"
+    path.write_text(HEADER + "".join(rows), encoding="utf-8")
+    report = SkipReport()
+    mentions = list(read_mentions_tsv(path, "xx", report))
+    assert [m.row for m in mentions] == [n for n in range(2, 92) if n != 40]  # it used to stop at line 40
+    assert report.examples == [f"{path}:40: malformed row (field 4 opens a quote that is never closed)"]
+    assert len(mentions) + report.total_skipped == 90
+
+
+def test_blank_and_undecodable_lines_are_counted_too(tmp_path):
+    path = tmp_path / "mentions.tsv"
+    good, bad = "d1\t0\t1\tx\tu\txx\tQ1\tTrue\t1\n", b"d1\t0\t1\t\xff\tu\txx\tQ2\tTrue\t1\n"
+    path.write_bytes((HEADER + good + "\n").encode() + bad)
+    report = SkipReport()
+    assert [m.qid for m in read_mentions_tsv(path, "xx", report)] == ["Q1"]
+    assert report.filtered == {"blank line in mentions.tsv": 1}
+    assert report.examples == [f"{path}:4: malformed row (invalid UTF-8 at byte offset 7 of the line "
+                               "(invalid start byte))"]
+
+
+@pytest.fixture(scope="module")
+def aliases(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    from mel.cli import main
+
+    out = tmp_path_factory.mktemp("aliases") / "table"
+    assert CliRunner().invoke(main, ["alias", "build", "--links", str(DATA / "docs.jsonl"), "-o", str(out),
+                                     "-q"]).exit_code == 0
+    return out
+
+
+def eval_sample(root: Path, aliases: Path, tmp_path: Path) -> tuple[int, dict, str]:
+    from click.testing import CliRunner
+
+    from mel.cli import main
+
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "mewsli9", str(root), "--langs", "en", "--method", "alias",
+                                       "--aliases", str(aliases), "--report", str(report), "-q"])
+    return result.exit_code, json.loads(report.read_text()) if report.exists() else {}, result.output
+
+
+def test_mel_eval_counts_every_mention_of_a_file_with_an_unclosed_quote(aliases, tmp_path):
+    root = tmp_path / "sample"
+    shutil.copytree(EXAMPLES / "mewsli9-sample", root)
+    path = root / "en" / "mentions.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(lines) == 91
+    fields = lines[39].split("\t")
+    fields[3] = '"' + fields[3]
+    lines[39] = "\t".join(fields)
+    path.write_text("".join(lines), encoding="utf-8")
+    code, report, output = eval_sample(root, aliases, tmp_path)
+    assert code == 0, output
+    assert report["results"]["en"]["mentions"] == 89  # it used to be 39: 51 mentions vanished
+    assert report["source"]["skipped"] == {"malformed row": 1}
+    assert report["source"]["examples"] == [f"{path}:40: malformed row (field 4 opens a quote that is never closed)"]
+
+
+def test_a_text_that_is_a_folder_or_a_fifo_is_a_reported_problem(aliases, tmp_path):
+    root = tmp_path / "sample"
+    shutil.copytree(EXAMPLES / "mewsli9-sample", root)
+    for docid, make in (("en-1", os.mkdir), ("en-2", os.mkfifo)):
+        (root / "en" / "text" / docid).unlink()
+        make(root / "en" / "text" / docid)
+    expected = sum(line.split("\t")[0] in ("en-1", "en-2")
+                   for line in (root / "en" / "mentions.tsv").read_text(encoding="utf-8").splitlines())
+    code, report, output = eval_sample(root, aliases, tmp_path)  # a folder used to be a traceback, a FIFO a hang
+    assert code == 0, output
+    assert report["results"]["en"]["mentions"] == 90
+    assert report["unlinkable_mentions"]["by_kind"] == {"text is not a readable file": expected}
+    examples = report["unlinkable_mentions"]["examples"]
+    assert any(e.endswith("text is a folder") for e in examples)
+    assert any(e.endswith("text is not a regular file") for e in examples)
