@@ -46,15 +46,20 @@ class Stopped(BaseException):
 
 def _stop(signum, frame) -> None:
     for number in STOP_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        if signal.getsignal(number) == _stop:
+            signal.signal(number, signal.SIG_IGN)  # a second signal must not cut the cleanup short
     raise Stopped(signum)
 
 
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
-    """While the command runs, the stop signals raise `Stopped` in the main thread."""
+    """While the command runs, the stop signals raise `Stopped` in the main thread. A signal
+    ignored by whoever started mel (`nohup`, a shell's background job) stays ignored."""
+    previous = {}
     try:
-        previous = {number: signal.signal(number, _stop) for number in STOP_SIGNALS}
+        for number in STOP_SIGNALS:
+            if signal.getsignal(number) != signal.SIG_IGN:
+                previous[number] = signal.signal(number, _stop)
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         yield
         return

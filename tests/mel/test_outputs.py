@@ -160,27 +160,43 @@ def test_a_report_path_that_cannot_be_written_fails_before_the_evaluation(aliase
                              f"({tmp_path}/afile is a file, not a folder)\n")  # no results printed first
 
 
+def stopped_run(aliases: Path, out: Path, *signums: int, ignore: int | None = None) -> tuple[int, str]:
+    """Start `mel link` on a stdin left open (so that it is mid-run), send `signums` once its
+    temporary output exists; (exit code, stderr). `ignore`: a signal its parent ignores (nohup)."""
+    process = subprocess.Popen([sys.executable, "-m", "mel", "link", "-", "--method", "alias", "--aliases",
+                                str(aliases), "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=None if ignore is None else lambda: signal.signal(ignore, signal.SIG_IGN))
+    try:
+        process.stdin.write(DOCS.read_bytes())
+        process.stdin.flush()
+        deadline = time.monotonic() + 120  # a bound on waiting for the start, not a timing assertion
+        while not list(out.parent.glob(f".{out.name}.*.tmp")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+            time.sleep(0.05)
+        for signum in signums:
+            process.send_signal(signum)
+        stderr = process.stderr.read().decode()
+        return process.wait(timeout=120), stderr
+    finally:
+        process.kill()
+        process.stdin.close()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_stop_signal_removes_the_unfinished_output(aliases, tmp_path, signum):
     out = tmp_path / "out.jsonl"
     out.write_text("the previous run\n")
-    process = subprocess.Popen([sys.executable, "-m", "mel", "link", "-", "--method", "alias", "--aliases",
-                                str(aliases), "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        process.stdin.write(DOCS.read_bytes())  # and the input stays open: mel is mid-run
-        process.stdin.flush()
-        deadline = time.monotonic() + 120  # a bound on waiting for the start, not a timing assertion
-        while not list(tmp_path.glob(".out.jsonl.*.tmp")):
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
-            time.sleep(0.05)
-        process.send_signal(signum)
-        stderr = process.stderr.read().decode()
-        assert process.wait(timeout=120) == 128 + signum
-    finally:
-        process.kill()
-        process.stdin.close()
+    code, stderr = stopped_run(aliases, out, signum)
+    assert code == 128 + signum  # SIGTERM used to leave .out.jsonl.XXXX.tmp behind
     assert stderr == f"mel: error: stopped by {signal.Signals(signum).name}\n"
     assert sorted(os.listdir(tmp_path)) == ["out.jsonl"] and out.read_text() == "the previous run\n"
+
+
+def test_a_signal_ignored_by_the_parent_stays_ignored(aliases, tmp_path):
+    """Under nohup, SIGHUP must not stop mel: it is ignored, and the SIGTERM after it stops the run."""
+    code, stderr = stopped_run(aliases, tmp_path / "out.jsonl", signal.SIGHUP, signal.SIGTERM, ignore=signal.SIGHUP)
+    assert (code, stderr) == (143, "mel: error: stopped by SIGTERM\n")
+    assert os.listdir(tmp_path) == []
 
 
 def test_write_json_syncs_the_data_before_the_rename(tmp_path, monkeypatch):
