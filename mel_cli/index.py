@@ -57,7 +57,9 @@ def index() -> None:
 @click.option("--reorder", type=click.IntRange(1), default=100, show_default=True,
               help="Candidates rescored exactly after asymmetric hashing.")
 @click.option("--exact", is_flag=True, help="Build no ScaNN searchers: search exactly with NumPy (small indexes).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted build of the same output.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted build of the same output (refused when a --kb or --links source "
+                   "changed since).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed KB line instead of skipping it.")
 @encoder_options
