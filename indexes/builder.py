@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mel.artifacts import (
+    cannot_write,
     command_line,
     fingerprint_change,
     follow_links,
@@ -182,7 +183,10 @@ class IndexWriter:
             if self.partial.exists():
                 self.notes.append(f"removed an unfinished build at {self.partial}")
                 shutil.rmtree(self.partial)
-            self.partial.mkdir(parents=True)
+            try:
+                self.partial.mkdir(parents=True)
+            except OSError as exc:
+                raise cannot_write(self.folder, exc) from None
             self._shards: list[ShardRecord] = []
             self._languages: list[str] = []
             self._write_state()

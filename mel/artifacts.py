@@ -72,6 +72,9 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path}: file not found") from None
     except orjson.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:  # a folder, no permission
+        reason = exc.strerror or type(exc).__name__
+        raise ArtifactError(f"{path}: not readable ({reason[:1].lower()}{reason[1:]})") from None
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:

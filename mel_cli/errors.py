@@ -90,6 +90,12 @@ class MelGroup(click.Group):
         except MelError as exc:
             error(str(exc))
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            raise  # click ends quietly on a closed stdout
+        except OSError as exc:  # the last resort (a disk that fills mid-build): one line, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            error(f"{where}{exc.strerror or exc}")
+            ctx.exit(1)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:

@@ -224,3 +224,34 @@ def test_a_record_nested_too_deep_to_write_is_passed_through_and_the_run_goes_on
                           "error": "nested deeper than 254 levels (mel cannot write it back)"}
     assert "2 documents, 4 mentions" in result.output and "1 errors" in result.output
     assert "error: line 2: nested deeper than 254 levels" in result.output
+
+
+def test_output_folders_in_a_read_only_folder_are_one_error_line(aliases, read_only_folder, tiny_model):
+    before = snapshot(read_only_folder)
+    for command in (["alias", "build", "--links", str(DOCS), "-o", str(read_only_folder / "aliases")],
+                    ["index", "build", "--kb", str(DATA / "kb.jsonl"), "--model", str(tiny_model), "--exact",
+                     "-o", str(read_only_folder / "idx")]):
+        result = CliRunner().invoke(main, [*command, "-q"])
+        assert result.exit_code == 1
+        assert result.output.startswith(f"mel: error: {read_only_folder}/"), result.output
+        assert "cannot write (" in result.output and result.output.count("\n") == 1
+    assert snapshot(read_only_folder) == before
+
+
+def test_an_os_error_nobody_foresaw_is_one_line(tmp_path, monkeypatch):
+    import importlib
+
+    verify_module = importlib.import_module("mel.indexes.verify")  # (mel.indexes.verify is also a function)
+
+    def failing(folder):
+        raise OSError(5, "Input/output error", str(folder))
+    monkeypatch.setattr(verify_module, "info", failing)
+    result = CliRunner().invoke(main, ["index", "info", str(tmp_path)])
+    assert (result.exit_code, result.output) == (1, f"mel: error: {tmp_path}: Input/output error\n")
+
+
+def test_a_manifest_that_is_a_folder_is_one_line(tmp_path):
+    (tmp_path / "idx" / "manifest.json").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["index", "info", str(tmp_path / "idx")])
+    assert result.exit_code == 1
+    assert result.output == f"mel: error: {tmp_path}/idx/manifest.json: not readable (is a directory)\n"
