@@ -118,6 +118,17 @@ def split_tsv_record(record: str) -> list[str]:
         i += 1
 
 
+def _record_fields(taken: list[tuple[int, bytes]]) -> list[str]:
+    data = b"".join(raw for _, raw in taken)
+    if taken[0][0] == 1 and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"invalid UTF-8 at byte offset {exc.start} of the line ({exc.reason})") from None
+    return split_tsv_record(text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text)
+
+
 def _tsv_records(handle) -> Iterator[tuple[int, list[str] | str]]:
     """(first line, fields) per record, or (line, reason) for a line that starts no valid
     record; reading goes on at the next line, so every line is a record's or reported."""
@@ -129,26 +140,21 @@ def _tsv_records(handle) -> Iterator[tuple[int, list[str] | str]]:
             return
         taken = [first]
         while True:
-            data = b"".join(raw for _, raw in taken)
-            if taken[0][0] == 1 and data.startswith(UTF8_BOM):
-                data = data[len(UTF8_BOM):]
             try:
-                text = data.decode("utf-8")
-                body = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
-                yield taken[0][0], split_tsv_record(body)
-                break
+                fields = _record_fields(taken)
             except _Unclosed as exc:
                 more = pending.popleft() if pending else next(source, None)
                 if more is not None and len(taken) < _MAX_RECORD_LINES:
-                    taken.append(more)
+                    taken.append(more)  # a quoted line break: the record goes on
                     continue
                 if more is not None:
                     pending.appendleft(more)
                 reason = str(exc)
-            except UnicodeDecodeError as exc:
-                reason = f"invalid UTF-8 at byte offset {exc.start} of the line ({exc.reason})"
             except ValueError as exc:
                 reason = str(exc)
+            else:
+                yield taken[0][0], fields
+                break
             yield taken[0][0], reason
             pending.extendleft(reversed(taken[1:]))  # read again: each may start a record
             break
