@@ -129,7 +129,7 @@ def _check_fields(data: dict[str, Any], where: str) -> None:
     _int_field(data, where, "max_length", MIN_MAX_LENGTH, positions - offset)
     _int_field(data, where, "marker_id", 0, vocab - 1)
     special = data["special_ids"]
-    if not isinstance(special, dict) or set(special) < {"start", "end", "pad"}:
+    if not isinstance(special, dict) or not {"start", "end", "pad"} <= set(special):
         raise _field(where, "special_ids", "needs start, end and pad")
     for role in ("start", "end", "pad"):
         if not _is_int(special[role]) or not 0 <= special[role] < vocab:
@@ -143,9 +143,8 @@ def _check_fields(data: dict[str, Any], where: str) -> None:
             or not set(precisions) <= set(PRECISIONS):
         raise _field(where, "precisions", f"is {precisions!r}, expected distinct ones of {', '.join(PRECISIONS)} "
                                           "with fp32")
-    for name in ("tools",):
-        if not isinstance(data.get(name, {}), dict):
-            raise _field(where, name, "is not an object")
+    if not isinstance(data.get("tools", {}), dict):
+        raise _field(where, "tools", "is not an object")
     _check_files(data, where)
 
 

@@ -128,6 +128,8 @@ MANIFEST_CASES = {
     "file outside the folder": (lambda d: d["files"].update({"../x": "0" * 64}), "field 'files' names '../x'"),
     "checksum not the fp32 graph's": (lambda d: d.update(checksum="0" * 64), "field 'checksum' differs from files"),
     "missing field": (lambda d: d.pop("special_ids"), "field 'special_ids' is missing"),
+    "special ids without pad": (lambda d: d.update(special_ids={"start": 0, "end": 2, "padding": 1}),
+                                "field 'special_ids' needs start, end and pad"),
     "pooling": (lambda d: d.update(pooling="max"), "field 'pooling' is 'max', expected one of mean, cls, pooler"),
 }
 
