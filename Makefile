@@ -24,20 +24,19 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(TEST_STAMP)
 
-# The quickstart: default model -> label index of the sample KB -> linked sample corpus
+# The quickstart: default model -> linker index of the sample KB -> linked sample corpus
 # -> recall table on the sample evaluation set. A second run reuses what exists.
 DEMO := examples/out
 MEL := $(BIN)/mel
 
-demo: $(DEMO)/index-labels/manifest.json
-	$(MEL) link examples/corpus.jsonl --index $(DEMO)/index-labels -o $(DEMO)/linked.jsonl
-	$(MEL) eval mewsli9 examples/mewsli9-sample --index $(DEMO)/index-labels --method labels \
-		--report $(DEMO)/eval-report.json
+demo: $(DEMO)/index/manifest.json
+	$(MEL) link examples/corpus.jsonl --index $(DEMO)/index -o $(DEMO)/linked.jsonl
+	$(MEL) eval mewsli9 examples/mewsli9-sample --index $(DEMO)/index --report $(DEMO)/eval-report.json
 
 # Built once; rebuilt only when the sample KB changes (the model is built on first use).
-$(DEMO)/index-labels/manifest.json: examples/kb.jsonl $(DEMO_STAMP)
+$(DEMO)/index/manifest.json: examples/kb.jsonl $(DEMO_STAMP)
 	$(MEL) model default
-	$(MEL) index build --kb examples/kb.jsonl --kinds label -o $(DEMO)/index-labels --force
+	$(MEL) index build --kb examples/kb.jsonl -o $(DEMO)/index --force
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

@@ -190,6 +190,7 @@ class Index:
         self.pre_reorder_num_neighbors = pre_reorder_num_neighbors
         self.threads = threads
         self._scann: list[_ScannShard | None] = [None] * len(self.manifest.shards)
+        self._by_qid: tuple[np.ndarray, np.ndarray] | None = None
         self._exact = [_ExactShard(tables) for tables in self.tables]
 
     def _open(self, verify: bool) -> None:
@@ -267,6 +268,38 @@ class Index:
             mask = shards == number
             out[mask] = self.tables[number].qids[rows[mask]]
         return out
+
+    def entries_of(self, qids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every entry of each QID: (position in `qids`, entry id) pairs, grouped by position.
+
+        The QID -> entries map is built on first use (16 bytes an entry).
+        """
+        if self._by_qid is None:
+            all_qids = np.concatenate([tables.qids for tables in self.tables]) if self.tables \
+                else np.zeros(0, np.int64)
+            order = np.argsort(all_qids, kind="stable")
+            self._by_qid = (all_qids[order], order.astype(np.int64))
+        ordered, entries = self._by_qid
+        qids = np.asarray(qids, dtype=np.int64)
+        lo, hi = np.searchsorted(ordered, qids, "left"), np.searchsorted(ordered, qids, "right")
+        counts = hi - lo
+        owner = np.repeat(np.arange(len(qids)), counts)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return owner, entries[np.repeat(lo, counts) + offsets]
+
+    def entry_langs(self, entry_ids: np.ndarray) -> list[str]:
+        """The language of each entry id."""
+        shards, rows = self._locate(entry_ids)
+        codes = np.empty(len(shards), dtype=np.int64)
+        for number in np.unique(shards):
+            mask = shards == number
+            codes[mask] = self.tables[number].langs[rows[mask]]
+        return [self.manifest.languages[c] for c in codes.tolist()]
+
+    def entry_labels(self, entry_ids: np.ndarray) -> list[str]:
+        """The stored label of each entry id (for label entries: the name itself)."""
+        shards, rows = self._locate(entry_ids)
+        return [self.tables[int(s)].labels[int(r)] for s, r in zip(shards.tolist(), rows.tolist())]
 
     def entry(self, entry_id: int) -> Entry:
         shards, rows = self._locate(np.array([entry_id]))

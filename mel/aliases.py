@@ -33,7 +33,9 @@ import datetime as _dt
 import heapq
 import io
 import os
+import re
 import tempfile
+import unicodedata
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,21 +48,33 @@ from mel.artifacts import atomic_folder, command_line, read_json, sha256_file, t
 from mel.damuel import WIKI_ORIGINS, find_damuel_parts
 from mel.errors import ArtifactError, InputError
 from mel.kb import read_training_mentions
-from mel.qids import qid_to_str
+from mel.qids import qid_to_int, qid_to_str
+from mel.records import KBEntity
 from mel.streams import SkipReport, is_stdio
 
 FORMAT = "mel.aliases.v1"
 MANIFEST_FILE = "manifest.json"
 BLOB_FILE = "aliases.utf8"
 DATA_FILES = ("alias_offsets.npy", "pair_offsets.npy", "qids.npy", "counts.npy", "qid_set.npy")
+# The inverse index (QID -> its aliases), written by this version; older tables lack it.
+INVERSE_FILES = ("qid_alias_offsets.npy", "qid_alias_rows.npy")
 NORMALIZATION = "whitespace runs -> one space, trimmed, NUL removed"
+LOOSE_NORMALIZATION = "NFKD, combining marks removed, case-folded, non-word characters -> space, whitespace runs -> one"
 _SEP = b"\x00"  # between alias and QID in sort keys: below every character an alias keeps
+_NON_WORD = re.compile(r"[^\w]+")
 
 
-def normalize_alias(text: str, cased: bool = True) -> str:
-    """The form an alias is stored and looked up in."""
-    text = " ".join(text.replace("\x00", "").split())
-    return text if cased else text.lower()
+def normalize_alias(text: str, cased: bool = True, loose: bool = False) -> str:
+    """The form an alias is stored and looked up in.
+
+    `loose` also folds case, accents and punctuation ("São Paulo", "SAO-PAULO" -> "sao paulo").
+    """
+    text = text.replace("\x00", "")
+    if loose:
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        text = _NON_WORD.sub(" ", text.casefold()).replace("_", " ")
+    text = " ".join(text.split())
+    return text if cased or loose else text.lower()
 
 
 @dataclass(frozen=True)
@@ -69,11 +83,17 @@ class AliasSettings:
     all_origins: bool = False
     top_k: int = 100
     langs: tuple[str, ...] | None = None
+    loose: bool = False  # keys folded in case, accents and punctuation (KB name tables)
 
     def to_json(self) -> dict:
-        return {"cased": self.cased, "origins": "all" if self.all_origins else list(WIKI_ORIGINS),
+        if self.loose:
+            normalization = LOOSE_NORMALIZATION
+        else:
+            normalization = NORMALIZATION + ("" if self.cased else "; lower-cased")
+        return {"cased": self.cased and not self.loose, "loose": self.loose,
+                "origins": "all" if self.all_origins else list(WIKI_ORIGINS),
                 "top_k": self.top_k, "langs": list(self.langs) if self.langs else None,
-                "normalization": NORMALIZATION + ("" if self.cased else "; lower-cased")}
+                "normalization": normalization}
 
 
 # --- reading ------------------------------------------------------------------
@@ -124,6 +144,12 @@ class AliasTable:
         self._pairs = np.ascontiguousarray(self.pair_offsets, dtype=np.int64).data
         self._strings: list[str] | None = None
         self._totals: np.ndarray | None = None
+        self._inverse: tuple[np.ndarray, np.ndarray] | None = None
+        if all((self.folder / name).is_file() for name in INVERSE_FILES):
+            offsets, rows = (np.load(self.folder / name, mmap_mode="r", allow_pickle=False) for name in INVERSE_FILES)
+            if len(offsets) != len(self.qid_set) + 1 or (len(rows) and int(np.max(rows)) >= len(self)):
+                raise ArtifactError(f"{self.folder}: the QID -> alias index does not fit the table (damaged)")
+            self._inverse = (offsets, rows)
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> AliasTable:
@@ -132,6 +158,10 @@ class AliasTable:
     @property
     def cased(self) -> bool:
         return bool(self.manifest["settings"]["cased"])
+
+    @property
+    def loose(self) -> bool:
+        return bool(self.manifest["settings"].get("loose", False))
 
     @property
     def languages(self) -> list[str]:
@@ -146,7 +176,7 @@ class AliasTable:
         return len(self._keys)
 
     def normalize(self, text: str) -> str:
-        return normalize_alias(text, self.cased)
+        return normalize_alias(text, self.cased, self.loose)
 
     def alias(self, row: int) -> str:
         return self._keys[row].decode("utf-8")
@@ -169,6 +199,16 @@ class AliasTable:
         if row < 0:
             return []
         return [(qid_to_str(q), int(c)) for q, c in zip(self.qids_of(row), self.counts_of(row))]
+
+    def alias_rows_of_qid(self, qid: int) -> np.ndarray:
+        """Rows of the aliases that name `qid` (needs the inverse index: tables of this version)."""
+        if self._inverse is None:
+            raise ArtifactError(f"{self.folder}: built by an older mel without the QID -> alias index; rebuild it")
+        position = int(np.searchsorted(self.qid_set, qid))
+        if position >= len(self.qid_set) or int(self.qid_set[position]) != qid:
+            return np.zeros(0, dtype=np.int64)
+        offsets, rows = self._inverse
+        return np.asarray(rows[int(offsets[position]) : int(offsets[position + 1])])
 
     def contains(self, qids: np.ndarray) -> np.ndarray:
         """Whether each QID (int64) is the target of some alias."""
@@ -286,29 +326,57 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
     so far, every 100 000 mentions.
     """
     if not sources:
-        raise InputError("no sources: give --kb with DaMuEL language parts or mel documents with gold qids")
-    if settings.top_k < 1:
-        raise InputError("--top-k must be at least 1")
+        raise InputError("no sources: give --links with DaMuEL language parts or mel documents with gold qids")
     report = report if report is not None else SkipReport()
     origins = None if settings.all_origins else WIKI_ORIGINS
+    mentions = read_training_mentions(list(sources), langs=settings.langs, origins=origins, report=report)
+    pairs = ((m.mention, qid_to_int(m.qid), m.lang or "und") for m in mentions)
+    return count_aliases(out, pairs, settings, sources=_source_records(sources, settings.langs), report=report,
+                         force=force, flush_pairs=flush_pairs, progress=progress, what="training mentions")
+
+
+def build_name_table(out: str | os.PathLike, entities: Iterable[KBEntity], *, source: dict,
+                     report: SkipReport | None = None, force: bool = False) -> dict:
+    """A table of the KB's own names (labels and aliases, loosely normalised) -> their entities.
+
+    A pair's count is the number of (entity, language) records that give the name, so a
+    name shared across many languages counts more. The linker looks mentions up in it.
+    """
+    def pairs() -> Iterator[tuple[str, int, str]]:
+        for entity in entities:
+            seen = set()
+            for name in (entity.label, *entity.aliases):
+                key = normalize_alias(name, loose=True)
+                if key and key not in seen:
+                    seen.add(key)
+                    yield name, entity.qid_int, entity.lang
+
+    return count_aliases(out, pairs(), AliasSettings(loose=True, top_k=1_000_000, all_origins=True),
+                         sources=[source], report=report or SkipReport(), force=force, what="KB names")
+
+
+def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]], settings: AliasSettings, *,
+                  sources: list[dict], report: SkipReport, force: bool = False, flush_pairs: int = 2_000_000,
+                  progress: Callable[[int], None] | None = None, what: str = "pairs") -> dict:
+    """Count (alias, QID number, language) items per (normalised alias, QID) into a table at `out`."""
+    if settings.top_k < 1:
+        raise InputError("--top-k must be at least 1")
     stats = AliasBuildStats()
     languages: dict[str, int] = {}
-    source_records = _source_records(sources, settings.langs)
     with atomic_folder(out, force=force) as tmp:
         spill_dir = Path(tempfile.mkdtemp(prefix="runs.", dir=tmp))
         counter: dict[str, int] = {}
         runs: list[Path] = []
-        for mention in read_training_mentions(list(sources), langs=settings.langs, origins=origins, report=report):
+        for text, qid, lang in pairs:
             stats.mentions += 1
             if progress is not None and stats.mentions % 100_000 == 0:
                 progress(stats.mentions)
-            alias = normalize_alias(mention.mention, settings.cased)
+            alias = normalize_alias(text, settings.cased, settings.loose)
             if not alias:
                 report.filter("mention string empty after normalisation")
                 continue
-            lang = mention.lang or "und"
             languages[lang] = languages.get(lang, 0) + 1
-            key = f"{alias}\x00{mention.qid[1:]}"
+            key = f"{alias}\x00{qid}"
             counter[key] = counter.get(key, 0) + 1
             if len(counter) >= flush_pairs:
                 runs.append(_spill(counter, spill_dir, len(runs)))
@@ -316,7 +384,7 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
         if progress is not None:
             progress(stats.mentions)
         if stats.mentions == 0:
-            raise InputError("no training mentions in the sources (see the report above): nothing to count")
+            raise InputError(f"no {what} in the sources (see the report above): nothing to count")
         if runs and counter:
             runs.append(_spill(counter, spill_dir, len(runs)))
             counter = {}
@@ -331,7 +399,7 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command": command_line(),
             "tool_versions": tool_versions(),
-            "sources": source_records,
+            "sources": sources,
             "settings": settings.to_json(),
             "languages": sorted(languages),
             "counts": {"mentions": stats.mentions, "aliases": stats.aliases, "pairs": stats.pairs,
@@ -340,7 +408,7 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
                        "mentions_by_language": dict(sorted(languages.items()))},
             "skipped": report.to_json(),
             "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
-                      for name in (BLOB_FILE, *DATA_FILES)},
+                      for name in (BLOB_FILE, *DATA_FILES, *INVERSE_FILES)},
         }
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
@@ -368,5 +436,13 @@ def _write_table(folder: Path, groups: Iterable[tuple[bytes, dict[int, int]]], t
     for name, values in (("alias_offsets.npy", alias_offsets), ("pair_offsets.npy", pair_offsets),
                          ("qids.npy", qids), ("counts.npy", counts)):
         np.save(folder / name, np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64))
-    np.save(folder / "qid_set.npy", np.unique(np.frombuffer(qids, dtype=np.int64)) if len(qids)
-            else np.zeros(0, np.int64))
+    qid_array = np.frombuffer(qids, dtype=np.int64) if len(qids) else np.zeros(0, np.int64)
+    qid_set = np.unique(qid_array)
+    np.save(folder / "qid_set.npy", qid_set)
+    # The inverse index: for each QID of qid_set (in order), the rows of the aliases naming it.
+    alias_of_pair = np.repeat(np.arange(len(pair_offsets) - 1, dtype=np.int64),
+                              np.diff(np.frombuffer(pair_offsets, dtype=np.int64)))
+    order = np.lexsort((alias_of_pair, qid_array))
+    offsets = np.searchsorted(qid_array[order], qid_set, side="left")
+    np.save(folder / "qid_alias_offsets.npy", np.append(offsets, len(order)).astype(np.int64))
+    np.save(folder / "qid_alias_rows.npy", alias_of_pair[order])

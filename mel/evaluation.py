@@ -296,6 +296,64 @@ class Unlinkable:
             self.examples.append(f"{mention.location}: {mention.problem}")
 
 
+class Reliability:
+    """Top-1 probabilities against correctness, in ten bins (expected calibration error)."""
+
+    def __init__(self, bins: int = 10):
+        self.edges = np.linspace(0, 1, bins + 1)
+        self.count = np.zeros(bins, dtype=np.int64)
+        self.probability = np.zeros(bins)
+        self.correct = np.zeros(bins)
+
+    def add(self, probability: np.ndarray, correct: np.ndarray) -> None:
+        where = np.clip(np.searchsorted(self.edges, probability, side="right") - 1, 0, len(self.count) - 1)
+        np.add.at(self.count, where, 1)
+        np.add.at(self.probability, where, probability)
+        np.add.at(self.correct, where, correct.astype(np.float64))
+
+    def to_json(self) -> dict:
+        total = max(1, int(self.count.sum()))
+        ece, bins = 0.0, []
+        for i, n in enumerate(self.count.tolist()):
+            mean = self.probability[i] / n if n else None
+            accuracy = self.correct[i] / n if n else None
+            if n:
+                ece += n / total * abs(mean - accuracy)
+            bins.append({"from": round(float(self.edges[i]), 2), "to": round(float(self.edges[i + 1]), 2),
+                         "mentions": n, "mean_probability": None if mean is None else round(float(mean), 4),
+                         "accuracy": None if accuracy is None else round(float(accuracy), 4)})
+        return {"ece": round(float(ece), 4), "bins": bins}
+
+
+@dataclass
+class NilCounts:
+    """Linking with NIL below a probability threshold, against the gold (NIL when not in the KB)."""
+
+    threshold: float = 0.0
+    mentions: int = 0
+    linked: int = 0
+    correct: int = 0
+    in_kb: int = 0
+    not_in_kb_left_nil: int = 0
+
+    def add(self, top: np.ndarray, probability: np.ndarray, gold: np.ndarray, in_kb: np.ndarray) -> None:
+        linked = (top >= 0) & (probability >= self.threshold)
+        self.mentions += len(gold)
+        self.linked += int(linked.sum())
+        self.correct += int((linked & (top == gold)).sum())
+        self.in_kb += int(in_kb.sum())
+        self.not_in_kb_left_nil += int((~linked & ~in_kb).sum())
+
+    def to_json(self) -> dict:
+        precision = self.correct / self.linked if self.linked else 0.0
+        recall = self.correct / self.mentions if self.mentions else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"threshold": self.threshold, "mentions": self.mentions, "linked": self.linked,
+                "correct": self.correct, "precision": round(precision, 4), "recall": round(recall, 4),
+                "f1": round(f1, 4), "recall_in_kb": round(self.correct / self.in_kb, 4) if self.in_kb else 0.0,
+                "not_in_kb": self.mentions - self.in_kb, "not_in_kb_left_nil": self.not_in_kb_left_nil}
+
+
 # --- running ------------------------------------------------------------------
 
 
@@ -306,6 +364,8 @@ class EvalOutcome:
     excluded_unlinkable: bool
     seconds: float
     ranked: int = 0  # mentions actually ranked (linkable)
+    reliability: Reliability | None = None  # when the ranker gives probabilities
+    nil: NilCounts | None = None
 
     @property
     def mentions(self) -> int:
@@ -329,10 +389,13 @@ class _Counter:
     """The consume stage: every mention into the tally (or the unlinkable count)."""
 
     def __init__(self, ranker: Ranker, tally: Tally, unlinkable: Unlinkable, skip_bad: bool,
-                 progress: Callable[[int, str], None] | None):
+                 progress: Callable[[int, str], None] | None, min_prob: float):
         self.ranker, self.tally, self.unlinkable, self.skip_bad = ranker, tally, unlinkable, skip_bad
         self.progress = progress
         self.done = self.ranked = 0
+        self.reliability = Reliability()
+        self.nil = NilCounts(threshold=min_prob)
+        self.probabilities = False
 
     def __call__(self, documents: list[EvalDocument], ranking: Ranking) -> bool:
         mentions = [m for document in documents for m in document.mentions]
@@ -340,8 +403,17 @@ class _Counter:
         gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
         positions = iter(gold_positions(ranking.qids, gold).tolist())
         counted = [m for m in mentions if m.span is not None or not self.skip_bad]
-        in_kb = iter(self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64,
-                                                   count=len(counted))).tolist())
+        known = self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64, count=len(counted)))
+        in_kb = iter(known.tolist())
+        if ranking.probabilities and len(usable):
+            self.probabilities = True
+            top, probability = ranking.qids[:, 0], np.where(ranking.qids[:, 0] >= 0, ranking.scores[:, 0], 0.0)
+            self.reliability.add(probability, top == gold)
+            usable_known = self.ranker.in_kb(gold)
+            self.nil.add(top, probability, gold, usable_known)
+        if ranking.probabilities and len(counted) > len(usable):  # unlinkable mentions stay NIL
+            bad = np.array([m.gold for m in counted if m.span is None], dtype=np.int64)
+            self.nil.add(np.full(len(bad), -1), np.zeros(len(bad)), bad, self.ranker.in_kb(bad))
         for mention in mentions:
             if mention.span is None:
                 self.unlinkable.add(mention)
@@ -356,19 +428,22 @@ class _Counter:
 
 
 def evaluate(documents: Iterable[EvalDocument], ranker: Ranker, ks: Sequence[int] = DEFAULT_KS, *,
-             skip_bad: bool = False, chunk_size: int = 1024,
+             skip_bad: bool = False, chunk_size: int = 1024, min_prob: float = 0.0,
              progress: Callable[[int, str], None] | None = None) -> EvalOutcome:
-    """Rank every mention with `ranker` and count hits at each K."""
+    """Rank every mention with `ranker` and count hits at each K (and, when the ranker gives
+    probabilities, the calibration and the NIL-aware scores at `min_prob`)."""
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] < 1:
         raise InputError("every K must be a positive integer")
     tally, unlinkable = Tally(ks), Unlinkable()
-    counter = _Counter(ranker, tally, unlinkable, skip_bad, progress)
+    counter = _Counter(ranker, tally, unlinkable, skip_bad, progress, min_prob)
     started = time.perf_counter()
     run_stream(documents, units=lambda document: len(document.mentions),
                prepare=lambda group: ranker.prepare(_linkable_spans(group)),
                rank=lambda prepared: ranker.rank(prepared, ks[-1]), consume=counter, chunk_size=chunk_size)
-    return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked)
+    return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked,
+                       counter.reliability if counter.probabilities else None,
+                       counter.nil if counter.probabilities else None)
 
 
 # --- the report ---------------------------------------------------------------
@@ -407,6 +482,8 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
         "source": {"documents": notes.documents, "text_md5_mismatches": notes.md5_mismatches,
                    "text_md5_examples": notes.md5_examples, "mentions_without_gold": notes.without_gold,
                    **report.to_json()},
+        "calibration": outcome.reliability.to_json() if outcome.reliability is not None else None,
+        "nil": outcome.nil.to_json() if outcome.nil is not None else None,
         "notes": list(ranker.notes),
         "timing": {"seconds": round(outcome.seconds, 3), "mentions": outcome.mentions,
                    "mentions_per_s": round(outcome.mentions / outcome.seconds, 1) if outcome.seconds > 0 else None},
@@ -423,7 +500,7 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
 
 def run_mewsli_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[str] | None = None,
                     ks: Sequence[int] = DEFAULT_KS, skip_bad: bool = False, check_md5: bool = True,
-                    parameters: dict | None = None, report: SkipReport | None = None,
+                    parameters: dict | None = None, report: SkipReport | None = None, min_prob: float = 0.0,
                     progress: Callable[[int, str], None] | None = None) -> dict:
     """`mel eval mewsli9`: the report for a Mewsli-9 dataset folder."""
     root, langs = resolve_mewsli(path, langs)
@@ -431,7 +508,7 @@ def run_mewsli_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[s
     report = report if report is not None else SkipReport(max_examples=MAX_EXAMPLES)
     notes = SourceNotes()
     outcome = evaluate(mewsli_documents(root, langs, report=report, notes=notes, check_md5=check_md5), ranker, ks,
-                       skip_bad=skip_bad, progress=progress)
+                       skip_bad=skip_bad, min_prob=min_prob, progress=progress)
     if outcome.mentions == 0 and outcome.unlinkable.count == 0:
         raise InputError(f"{path}: no usable mentions (see the report above)")
     return build_report(outcome, method=method, ranker=ranker, dataset=dataset, parameters=parameters or {},
@@ -440,12 +517,13 @@ def run_mewsli_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[s
 
 def run_jsonl_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[str] | None = None,
                    ks: Sequence[int] = DEFAULT_KS, parameters: dict | None = None, report: SkipReport | None = None,
-                   progress: Callable[[int, str], None] | None = None) -> dict:
+                   min_prob: float = 0.0, progress: Callable[[int, str], None] | None = None) -> dict:
     """`mel eval jsonl`: the report for mel documents whose mentions carry gold QIDs."""
     dataset = jsonl_dataset_record(path, langs)
     report = report if report is not None else SkipReport(max_examples=MAX_EXAMPLES)
     notes = SourceNotes()
-    outcome = evaluate(jsonl_documents(path, langs, report=report, notes=notes), ranker, ks, progress=progress)
+    outcome = evaluate(jsonl_documents(path, langs, report=report, notes=notes), ranker, ks, min_prob=min_prob,
+                       progress=progress)
     if outcome.mentions == 0:
         raise InputError(f"{display_name(path)}: no mentions with a gold qid to evaluate")
     return build_report(outcome, method=method, ranker=ranker, dataset=dataset, parameters=parameters or {},

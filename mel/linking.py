@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mel.documents import BadRecord, error_record, output_record, read_documents
 from mel.errors import InputError, RecordError
+from mel.linker.features import FEATURES, VIEW_BITS
 from mel.mentions import MentionSpan
 from mel.pipeline import run_stream
 from mel.qids import qid_to_str
@@ -52,6 +53,7 @@ class LinkStats:
 class LinkOptions:
     top_k: int = 10
     min_score: float | None = None
+    min_prob: float | None = None  # NIL below this probability (rankers that give probabilities)
     strict: bool = False
     chunk_size: int = 1024  # mentions per chunk (several encoder batches)
     max_error_lines: int = 20
@@ -62,14 +64,25 @@ def _spans(items: Iterable[Document | BadRecord]) -> list[MentionSpan]:
             for doc, item in enumerate(items) if isinstance(item, Document) for m in item.mentions]
 
 
-def predictions(ranking: Ranking, rows: range, min_score: float | None) -> list[Prediction]:
-    """The answer for each of `rows`: candidates best first; NIL below `min_score`."""
+def _views(bits: int) -> tuple[str, ...]:
+    return tuple(view for view, bit in VIEW_BITS.items() if bits & bit)
+
+
+def predictions(ranking: Ranking, rows: range, min_score: float | None, min_prob: float | None = None
+                ) -> list[Prediction]:
+    """The answer for each of `rows`: candidates best first; NIL below `min_score` (or `min_prob`)."""
+    threshold = min_score if min_prob is None else max(min_prob, min_score or 0.0)
     out = []
     for r in rows:
-        candidates = [Candidate(qid_to_str(int(q)), float(s))
-                      for q, s in zip(ranking.qids[r], ranking.scores[r]) if q >= 0]
+        candidates = []
+        for c, (q, s) in enumerate(zip(ranking.qids[r].tolist(), ranking.scores[r].tolist())):
+            if q < 0:
+                continue
+            views = _views(int(ranking.views[r, c])) if ranking.views is not None else None
+            features = dict(zip(FEATURES, ranking.features[r, c].tolist())) if ranking.features is not None else None
+            candidates.append(Candidate(qid_to_str(q), s, views, features))
         prediction = Prediction.from_candidates(candidates)
-        if min_score is not None and prediction.score is not None and prediction.score < min_score:
+        if threshold is not None and prediction.score is not None and prediction.score < threshold:
             prediction = Prediction(qid=None, score=prediction.score, candidates=prediction.candidates)
         out.append(prediction)
     return out
@@ -88,7 +101,8 @@ class _Writer:
             if isinstance(item, BadRecord):
                 ok = self._bad(item.message, error_record(item), item.line_no)
             else:
-                answers = predictions(ranking, range(row, row + len(item.mentions)), self.options.min_score)
+                answers = predictions(ranking, range(row, row + len(item.mentions)), self.options.min_score,
+                                      self.options.min_prob)
                 row += len(item.mentions)
                 try:
                     line = encode_line(output_record(item, answers))

@@ -20,20 +20,16 @@ find at all (for the upper bound); `describe()` is the method's part of a report
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from mel.aliases import AliasTable
-from mel.errors import InputError
 from mel.mentions import MentionSpan
-from mel.retrieval import EncoderSettings, Retriever
+from mel.retrieval import Retriever
 
-METHODS = ("biencoder", "alias", "fuzzy", "olpeat", "labels")
-INDEX_METHODS = ("biencoder", "olpeat", "labels")
-ALIAS_METHODS = ("alias", "fuzzy")
 # Scores closer than this count as equal when OLPEAT breaks ties by entry order.
 _TIE = 1e-5
 _PAD_SCORE = -np.inf
@@ -45,6 +41,9 @@ class Ranking:
 
     qids: np.ndarray  # (n, k) int64
     scores: np.ndarray  # (n, k) float32; -inf pads
+    views: np.ndarray | None = None  # (n, k) uint8: bits of the sources that found each (the fused linker)
+    features: np.ndarray | None = None  # (n, k, features) float32, when asked to explain
+    probabilities: bool = False  # scores are calibrated probabilities
 
     @classmethod
     def empty(cls, n: int, k: int) -> Ranking:
@@ -216,50 +215,3 @@ class FuzzyRanker(AliasRanker):
 
     def describe(self) -> dict:
         return {**super().describe(), "distance": "rapidfuzz Indel.normalized_distance", "workers": self.workers}
-
-
-def open_ranker(method: str, *, index: str | None = None, aliases: str | None = None,
-                encoder: EncoderSettings = EncoderSettings(), exact: bool = False,
-                allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None,
-                verify: bool = True) -> Ranker:
-    """The ranker for `--method`, with the checks that keep a method honest; `verify=False`
-    skips the index's checksums (--no-verify)."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if method in ALIAS_METHODS:
-        if aliases is None:
-            raise InputError(f"--method {method} needs --aliases (an alias table from `mel alias build`)")
-        if index is not None:
-            raise InputError(f"--method {method} looks mentions up in --aliases; --index is for "
-                             f"{', '.join(INDEX_METHODS)}")
-        table = AliasTable.open(aliases)
-        if method == "alias":
-            return AliasRanker(table)
-        return FuzzyRanker(table, workers=encoder.threads or -1)
-    if index is None:
-        raise InputError(f"--method {method} needs --index")
-    if aliases is not None:
-        raise InputError(f"--aliases is for --method {' or '.join(ALIAS_METHODS)}; --method {method} searches --index")
-    retriever = Retriever.open(index, encoder, exact=exact, allow_model_mismatch=allow_model_mismatch,
-                               announce=announce, verify=verify)
-    encoding = retriever.query_encoding
-    sources = retriever.index.manifest.extra.get("sources") or {}
-    from_aliases = bool(sources.get("aliases"))
-    notes = []
-    if method in ("olpeat", "labels") and encoding != "string":
-        raise InputError(
-            f"--method {method} queries with the mention string alone, but {index} is queried with mentions "
-            f"in context (query encoding {encoding!r}); build a label index: "
-            + ("`mel index build --aliases ALIASES --kinds label`" if method == "olpeat"
-               else "`mel index build --kb KB --kinds label`"))
-    if method == "biencoder" and encoding == "string":
-        notes.append(f"{index} is a label index: mentions are queried by their string alone, without context "
-                     f"({'OLPEAT' if from_aliases else 'labels'} baseline)")
-    if method == "olpeat" and not from_aliases:
-        notes.append(f"{index} was not built from an alias table (mel index build --aliases): "
-                     "this measures entity labels, not OLPEAT")
-    if method in ("olpeat", "biencoder") and any(not t.get("cased", True) for t in sources.get("aliases") or []):
-        notes.append(f"{index} embeds an uncased alias table: its strings are lower-case, mention strings are not")
-    if method == "labels" and from_aliases:
-        notes.append(f"{index} was built from an alias table: this measures OLPEAT, not entity labels")
-    return RetrieverRanker(retriever, name=method, entry_order_ties=method == "olpeat", notes=notes)

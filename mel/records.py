@@ -385,15 +385,27 @@ class MewsliMention:
 
 @dataclass(frozen=True)
 class Candidate:
+    """A candidate entity: its score, and (from the fused linker) the sources that found it and,
+    when asked to explain, its features."""
+
     qid: str
     score: float
+    views: tuple[str, ...] | None = None
+    features: Mapping[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"qid": self.qid, "score": round(float(self.score), 6)}
+        out: dict[str, Any] = {"qid": self.qid, "score": round(float(self.score), 6)}
+        if self.views is not None:
+            out["views"] = list(self.views)
+        if self.features is not None:
+            out["features"] = {name: round(float(value), 6) for name, value in self.features.items()}
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Candidate:
-        return cls(qid=obj["qid"], score=float(obj["score"]))
+        views = obj.get("views")
+        return cls(qid=obj["qid"], score=float(obj["score"]), views=None if views is None else tuple(views),
+                   features=obj.get("features"))
 
 
 @dataclass(frozen=True)

@@ -43,35 +43,38 @@ def model_matches(record: dict, model: ModelFolder) -> bool | None:
     return None
 
 
-def model_for_index(index: Index, model: str | None, announce: Callable[[str], None] | None = None) -> ModelFolder:
-    """The model named by --model, else the one recorded in the index manifest, else the default."""
+def model_for_index(folder: Path, record: dict | None, model: str | None,
+                    announce: Callable[[str], None] | None = None) -> ModelFolder:
+    """The model named by --model, else the one recorded in the index manifest (`record`), else the default."""
     if model is not None:
         return resolve_model(model, announce=announce)
-    record = index.manifest.model or {}
+    record = record or {}
     recorded = record.get("path")
     if recorded and Path(recorded).is_dir():
         return ModelFolder.open(recorded)
-    folder = resolve_model(None, announce=announce)
-    if model_matches(record, folder) is False:
-        raise ModelError(f"{index.folder}: built with model {recorded or record.get('source')} "
+    found = resolve_model(None, announce=announce)
+    if model_matches(record, found) is False:
+        raise ModelError(f"{folder}: built with model {recorded or record.get('source')} "
                          f"(identity {str(recorded_identity(record))[:12]}…), which is not at that path; "
                          "pass it with --model")
-    return folder
+    return found
 
 
-def check_model(index: Index, encoder: Encoder, allow_mismatch: bool = False) -> None:
+def check_model(folder: Path, record: dict | None, dims: Sequence[int], encoder: Encoder,
+                allow_mismatch: bool = False) -> None:
     """The model must be the index's: its identity is computed from the files' sha256, and the
-    file the encoder runs was checked against its own when it was loaded."""
-    record = index.manifest.model or {}
+    file the encoder runs was checked against its own when it was loaded; and it must give
+    vectors of the index's dimension."""
+    record = record or {}
     if model_matches(record, encoder.model) is False and not allow_mismatch:
         expected = str(recorded_identity(record))
         raise ModelMismatchError(
-            f"{index.folder}: the index was built with model {expected[:12]}… ({record.get('source')}) "
+            f"{folder}: the index was built with model {expected[:12]}… ({record.get('source')}) "
             f"but {encoder.model.path} is model {encoder.identity[:12]}…; its vectors would not be comparable "
             "(use the same model, or --allow-model-mismatch to experiment)")
-    if index.dim != encoder.dim:
-        raise ModelMismatchError(f"{index.folder}: index vectors have {index.dim} dimensions, "
-                                 f"the model gives {encoder.dim}")
+    for dim in dims:
+        if dim != encoder.dim:
+            raise ModelMismatchError(f"{folder}: index vectors have {dim} dimensions, the model gives {encoder.dim}")
 
 
 def query_encoding_of(index: Index) -> str:
@@ -112,8 +115,9 @@ class Retriever:
              verify: bool = True) -> Retriever:
         """`verify=False` (--no-verify) skips the index's checksums, for trusted local copies."""
         index = Index(index_path, exact=True if exact else None, threads=encoder.threads, verify=verify)
-        retriever = cls(index, encoder.open(model_for_index(index, encoder.model, announce)))
-        check_model(index, retriever.encoder, allow_model_mismatch)
+        retriever = cls(index, encoder.open(model_for_index(index.folder, index.manifest.model, encoder.model,
+                                                            announce)))
+        check_model(index.folder, index.manifest.model, [index.dim], retriever.encoder, allow_model_mismatch)
         query_encoding_of(index)  # refused now, not at the first query
         return retriever
 

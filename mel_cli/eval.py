@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from mel.cli.options import encoder_options, no_verify_option, split_commas
-from mel.rankers import INDEX_METHODS, METHODS
+from mel.methods import DEFAULT_METHOD, INDEX_METHODS, METHODS
 
-METHOD_HELP = ("biencoder: search --index as built (default); olpeat: a label index of alias strings "
-               "(mel index build --aliases A --kinds label); labels: a label index of entity labels "
-               "(mel index build --kb KB --kinds label); alias: exact lookup in --aliases; fuzzy: exact lookup, "
-               "then the nearest aliases by normalised Indel distance.")
+METHOD_HELP = ("linker (default): the fused linker over every view and table of --index, scores are calibrated "
+               "probabilities; biencoder: the index's context view as built; labels: its string view of entity "
+               "labels, queried with the mention string; olpeat: a string view of alias strings "
+               "(mel index build --aliases A --kinds label); alias: exact lookup in --aliases (or the index's alias "
+               "table); fuzzy: exact lookup, then the nearest aliases by normalised Indel distance.")
 
 
 def _ks(ctx, param, value: str):
@@ -30,8 +31,10 @@ def eval_options(function):
                      help="Index folder (mel index build) for --method biencoder, olpeat and labels."),
         click.option("--aliases", "aliases_dir", type=click.Path(), default=None,
                      help="Alias table folder (mel alias build) for --method alias and fuzzy."),
-        click.option("--method", type=click.Choice(METHODS), default="biencoder", show_default=True,
+        click.option("--method", type=click.Choice(METHODS), default=DEFAULT_METHOD, show_default=True,
                      help=METHOD_HELP),
+        click.option("--min-prob", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="NIL below this probability, for the NIL-aware precision, recall and F1 (--method linker)."),
         click.option("--langs", multiple=True, callback=split_commas,
                      help="Only these languages (comma-separated; default: all there are)."),
         click.option("--k", "ks", default="1,10,100", show_default=True, callback=_ks,
@@ -70,7 +73,7 @@ def eval_group() -> None:
 def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path):
     from mel.artifacts import check_writable
     from mel.cli.errors import note
-    from mel.rankers import open_ranker
+    from mel.methods import open_ranker
 
     if report_path:
         check_writable(report_path)  # before the evaluation, not after it
@@ -176,8 +179,8 @@ def _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify,
               help="Leave out mentions whose text file is missing or whose span does not match the text "
                    "(default: count them as misses).")
 @click.option("--no-check-md5", is_flag=True, help="Do not compare each text with docs.tsv's text_md5.")
-def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
-                no_verify, encoder, quiet, skip_bad, no_check_md5) -> None:
+def mewsli9_cmd(dataset, index_dir, aliases_dir, method, min_prob, langs, ks, report_path, allow_model_mismatch,
+                exact, no_verify, encoder, quiet, skip_bad, no_check_md5) -> None:
     """Recall@K on a Mewsli-9 dataset folder (or one language folder of it).
 
     DATASET is the output/dataset folder made by Mewsli-9's get-mewsli-9.sh:
@@ -201,7 +204,7 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
                              skip_bad=skip_bad, check_md5=not no_check_md5)
     with eval_progress(not quiet) as progress:
         report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
-                                 check_md5=not no_check_md5, parameters=parameters,
+                                 check_md5=not no_check_md5, parameters=parameters, min_prob=min_prob,
                                  report=SkipReport(max_examples=10), progress=progress)
     _finish(report, report_path, quiet)
 
@@ -209,8 +212,8 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, langs, ks, report_path,
 @eval_group.command("jsonl")
 @click.argument("input_path", metavar="FILE")
 @eval_options
-def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path, allow_model_mismatch, exact,
-              no_verify, encoder, quiet) -> None:
+def jsonl_cmd(input_path, index_dir, aliases_dir, method, min_prob, langs, ks, report_path, allow_model_mismatch,
+              exact, no_verify, encoder, quiet) -> None:
     """Recall@K on mel documents JSON Lines whose mentions carry a gold "qid".
 
     FILE is mel documents (plain or compressed, "-" for stdin):
@@ -233,5 +236,5 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, langs, ks, report_path
     parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify=not no_verify)
     with eval_progress(not quiet) as progress:
         report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
-                                report=SkipReport(max_examples=10), progress=progress)
+                                min_prob=min_prob, report=SkipReport(max_examples=10), progress=progress)
     _finish(report, report_path, quiet)

@@ -30,15 +30,17 @@ def index() -> None:
 @click.option("--kb", "kb", multiple=True, type=click.Path(exists=True),
               help="DaMuEL language part (folder of part-* xz files) or mel KB JSONL (.zst ok); repeatable.")
 @click.option("--links", multiple=True, type=click.Path(exists=True),
-              help="Training mentions, whose contexts become extra entries (--kinds context): DaMuEL parts "
-                   "(their wiki-origin links) or mel documents JSONL with gold qids; repeatable.")
+              help="Training mentions: the alias table with P(entity | alias), and context entries (--kinds "
+                   "context); DaMuEL parts (their wiki-origin links) or mel documents JSONL with gold qids; "
+                   "repeatable.")
 @renamed("--contexts", "--links", multiple=True, type=click.Path(exists=True))
 @click.option("--aliases", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Alias table (mel alias build) whose strings become label entries, one per (alias, QID) "
                    "pair (the OLPEAT baseline; needs --kinds label); repeatable.")
 @click.option("--kinds", multiple=True, callback=split_commas,
-              help="Entry kinds: description, context, label (comma-separated; default: description, plus "
-                   "context when --links is given; label with --aliases alone).")
+              help="Entry kinds: label (the string view), description and context (the context view); "
+                   "comma-separated; default: label and description, plus context when --links is given; label "
+                   "with --aliases alone.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
 @click.option("--langs", multiple=True, callback=split_commas, help="Only these languages (comma-separated).")
 @click.option("--target-lang", default=None,
@@ -66,12 +68,16 @@ def index() -> None:
 def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, require_page, limit,
               contexts_per_qid, all_origins, shard_size, num_leaves, leaves_to_search, reorder, exact, resume,
               force, strict, encoder, quiet) -> None:
-    """Encode a knowledge base into a sharded index.
+    """Encode a knowledge base into a linker index.
 
-    Entries are streamed: memory holds one shard plus a batch, whatever the
-    KB's size. The build happens in a hidden folder renamed into place at the
-    end; an interrupted build continues with --resume. Malformed KB lines are
-    counted, reported with file and line, and skipped (--strict stops).
+    The index holds a string view (labels and aliases, queried by the mention
+    string), a context view (descriptions and training contexts, queried by
+    the mention in context), the KB's name table and, with --links, an alias
+    table of training links: everything the fused linker (mel link) uses.
+    Entries are streamed in one KB pass: memory holds one shard plus a batch.
+    The build happens in a hidden folder renamed into place at the end; an
+    interrupted build continues with --resume. Malformed KB lines are counted,
+    reported with file and line, and skipped (--strict stops).
 
     \b
     Example:
@@ -91,7 +97,7 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
     links = merge_renamed(links, old_links, "--contexts", "--links")
     if not kinds and aliases and not kb and not links:
         kinds = ("label",)
-    kinds = kinds or (("description", "context") if links else ("description",))
+    kinds = kinds or (("label", "description", "context") if links else ("label", "description"))
     report = SkipReport(strict=strict, max_examples=1000)
     selection = KBSelection(kb=kb, links=links or (), aliases=aliases, kinds=kinds, langs=langs,
                             target_lang=target_lang, require_page=require_page, limit=limit,
@@ -103,9 +109,12 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
         manifest = build_kb_index(output, selection, model, settings=settings, resume=resume, force=force,
                                   progress=progress)
     print_skip_report(report)
-    click.echo(f"{output}: {manifest.counts.entries:,} entries of {manifest.counts.qids:,} QIDs in "
-               f"{len(manifest.shards)} shard(s); kinds {', '.join(manifest.counts.by_kind)}; "
-               f"languages {', '.join(manifest.languages)}")
+    for part, counts in manifest["counts"].items():
+        if part.startswith("views/"):
+            click.echo(f"{output}: {part[6:]} view: {counts['entries']:,} entries of {counts['qids']:,} QIDs; "
+                       f"kinds {', '.join(counts['by_kind'])}; languages {', '.join(counts['by_language'])}")
+        else:
+            click.echo(f"{output}: {part[7:]} table: {counts['aliases']:,} names of {counts['qids']:,} QIDs")
 
 
 @index.command("info")
@@ -119,14 +128,31 @@ def info_cmd(index_dir: str, as_json: bool) -> None:
       mel index info idx/es
       mel index info idx/es --json | jq .entries
     """
-    from mel.cli.reports import print_index_info, print_json
+    from mel.cli.reports import print_index_info, print_json, print_mapping
     from mel.indexes.verify import info
+    from mel.indexing import describe_index
+    from mel.linker.folder import is_linker_index, view_path
 
-    details = info(index_dir)
     if as_json:
-        print_json(details.to_json())
-    else:
-        print_index_info(details)
+        print_json(describe_index(index_dir))
+        return
+    if not is_linker_index(index_dir):
+        print_index_info(info(index_dir))
+        return
+    described = describe_index(index_dir)
+    reranker = described["reranker"]
+    print_mapping(f"Index {index_dir}", {
+        "format": described["format"], "views": ", ".join(described["views"]),
+        "tables": ", ".join(f"{name} ({t['counts']['aliases']:,} names, {t['counts']['qids']:,} QIDs)"
+                            for name, t in described["tables"].items()) or "none",
+        "reranker": (f"tuned on {', '.join(reranker.get('gold', []))} ({reranker.get('created')})" if reranker
+                     else "the default shipped with mel"),
+        "created": f"{described['created']} by `{described['command']}`",
+    })
+    from pathlib import Path
+
+    for view in described["views"]:
+        print_index_info(info(view_path(Path(index_dir), view)))
 
 
 @index.command("verify")
@@ -154,3 +180,53 @@ def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str
     print_verify_report(report)
     if not report.ok:
         sys.exit(1)
+
+
+@index.command("tune")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--gold", "gold", multiple=True, required=True, type=click.Path(exists=True),
+              help="Gold mentions: mel documents JSONL with gold qids, a Mewsli-9 folder, or DaMuEL parts (their "
+                   "wiki-origin links); repeatable.")
+@click.option("--trees", type=click.IntRange(10, 5000), default=200, show_default=True,
+              help="Boosted trees in the reranker.")
+@click.option("--depth", type=click.IntRange(1, 8), default=3, show_default=True, help="Depth of each tree.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the trees' row sampling.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the tuning report (JSON) here.")
+@click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN.")
+@encoder_options
+def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, quiet) -> None:
+    """Fit the fused linker's reranker and calibration to your gold mentions.
+
+    Every gold mention's candidates (from the index's views and tables) and
+    their features are computed; one document in five is held out to measure
+    R@1 before and after and the calibration (expected calibration error);
+    then the reranker is fitted on all of them and written into the index
+    (reranker.json, checksummed in its manifest). Needs scikit-learn:
+    pip install 'mel[tune]'.
+
+    \b
+    Example:
+      mel index tune idx/es --gold dev.jsonl
+      mel index tune idx/es --gold mewsli-9/output/dataset/es --gold more-gold.jsonl --report tune.json
+    """
+    from mel.artifacts import write_json
+    from mel.cli.errors import note, say
+    from mel.methods import open_ranker
+    from mel.streams import SkipReport
+    from mel.tuning import FitSettings, tune_index
+
+    linker = open_ranker("linker", index=index_dir, encoder=encoder, exact=exact, announce=note)
+    report = SkipReport(max_examples=10)
+    result = tune_index(index_dir, gold, linker, settings=FitSettings(trees=trees, depth=depth, seed=seed),
+                        report=report)
+    before, after = result["held_out"]["before"], result["held_out"]["after"]
+    say(f"{index_dir}: tuned on {result['mentions']:,} gold mentions of {result['documents']:,} documents "
+        f"({result['candidates']:,} candidates)")
+    say(f"held-out R@1 {100 * before['R@1']:.1f} -> {100 * after['R@1']:.1f} ({after['mentions']:,} mentions; "
+        f"gold among the candidates: {100 * after['gold_among_candidates']:.1f}); "
+        f"calibration error {before['calibration']['ece']:.3f} -> {after['calibration']['ece']:.3f}")
+    for line in report.lines():
+        say(line)
+    if report_path:
+        write_json(report_path, result)

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from mel.aliases import AliasSettings, AliasTable, build_alias_table, normalize_alias
 from mel.cli import main
 from mel.errors import ArtifactError, InputError
+from mel.records import KBEntity
 from mel.streams import SkipReport
 
 DATA = "tests/data"
@@ -53,7 +54,8 @@ def test_counts_per_alias_and_qid_from_damuel_wiki_links(tmp_path):
     assert all(len(digest) == 64 for digest in source["files"].values())
     assert manifest["settings"]["cased"] is True and manifest["settings"]["origins"] == ["wiki"]
     assert set(manifest["files"]) == {"aliases.utf8", "alias_offsets.npy", "pair_offsets.npy", "qids.npy",
-                                      "counts.npy", "qid_set.npy"}
+                                      "counts.npy", "qid_set.npy", "qid_alias_offsets.npy",
+                                      "qid_alias_rows.npy"}
     assert list(table.contains(np.array([90, 142, 183, 1471, 64]))) == [True, True, True, True, False]
 
     everything = build_alias_table(tmp_path / "all", [f"{DATA}/damuel/es"], AliasSettings(all_origins=True))
@@ -169,3 +171,26 @@ def test_label_index_of_alias_strings(tiny_model, tmp_path):
     wrong = runner.invoke(main, ["index", "build", "--aliases", str(tmp_path / "aliases"), "--kinds", "description",
                                  "--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(tmp_path / "x")])
     assert wrong.exit_code == 1 and "--aliases gives label entries" in wrong.output
+
+
+def test_the_inverse_index_gives_each_qids_aliases(tmp_path):
+    from mel.aliases import count_aliases
+
+    pairs = [("Paris", 90, "en"), ("París", 90, "es"), ("Paris", 167646, "en"), ("Ville Lumière", 90, "fr")]
+    count_aliases(tmp_path / "t", iter(pairs), AliasSettings(), sources=[], report=SkipReport())
+    table = AliasTable.open(tmp_path / "t")
+    assert sorted(table.alias(int(r)) for r in table.alias_rows_of_qid(90)) == ["Paris", "París", "Ville Lumière"]
+    assert [table.alias(int(r)) for r in table.alias_rows_of_qid(167646)] == ["Paris"]
+    assert len(table.alias_rows_of_qid(5)) == 0
+
+
+def test_a_loose_name_table_folds_case_accents_and_punctuation(tmp_path):
+    from mel.aliases import build_name_table
+
+    assert normalize_alias("SÃO-Paulo!", loose=True) == "sao paulo"
+    entities = [KBEntity("Q174", "pt", "São Paulo", aliases=("Sampa",)), KBEntity("Q174", "en", "Sao Paulo"),
+                KBEntity("Q1", "en", "sao paulo FC")]
+    build_name_table(tmp_path / "n", iter(entities), source={"kb": "test"})
+    table = AliasTable.open(tmp_path / "n")
+    assert table.lookup("SAO PAULO") == [("Q174", 2)]  # two records name it
+    assert table.lookup("sampa") == [("Q174", 1)] and table.lookup("São Paulo FC") == [("Q1", 1)]

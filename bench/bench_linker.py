@@ -1,0 +1,150 @@
+"""The fused linker against the best single method, on the development sets and the sample.
+
+    python bench/bench_linker.py [--work /tmp/mel-bench-linker] [--speed-docs 200]
+
+Reads ../shared/data/el-dev (not in the repo; skipped cleanly without it). Per set, with
+the default model and a linker index of the set's own KB (--kinds label,description):
+
+- `labels` (the string view alone) and the untuned linker (the default reranker shipped
+  with mel): micro R@1 from `mel eval jsonl`, and the linker's calibration error;
+- the linker tuned leave-one-set-out: the reranker fitted (as `mel index tune` does) on
+  the other sets' gold mentions, measured on the set left out (OKE-2015 and OKE-2016
+  share sentences, so they are left out together);
+- the English sets again against the union of their KBs;
+- speed: `mel link` of the same documents with --method labels, biencoder and linker.
+
+Figures go to bench/results/linker.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import linker_data  # noqa: E402
+
+RESULTS = linker_data.ROOT / "bench" / "results" / "linker.json"
+
+
+def cli(*args: str) -> None:
+    from click.testing import CliRunner
+
+    from mel.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    if result.exit_code not in (0, 3):
+        raise SystemExit(f"mel {' '.join(args)} failed: {result.output}")
+
+
+def evaluate(method: str, gold: Path, index: Path, work: Path, tag: str) -> dict:
+    report = work / f"report-{tag}-{method}.json"
+    kind = "mewsli9" if gold.is_dir() else "jsonl"
+    cli("eval", kind, str(gold), "--index", str(index), "--method", method, "--k", "1,10", "--report", str(report),
+        "-q")
+    data = json.loads(report.read_text())
+    micro = data["results"]["micro"]
+    out = {"mentions": micro["mentions"], "R@1": round(micro["R@1"], 4), "R@10": round(micro["R@10"], 4)}
+    if data.get("calibration"):
+        out["ece"] = data["calibration"]["ece"]
+        out["nil"] = data["nil"]
+    return out
+
+
+def rows(name: str, index: Path):
+    from mel.methods import open_ranker
+    from mel.tuning import collect_rows
+
+    return collect_rows(open_ranker("linker", index=str(index)), documents_of(name))
+
+
+def documents_of(name: str):
+    from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.streams import SkipReport
+
+    if name == "sample":
+        root, langs = resolve_mewsli(linker_data.gold_path(name), None)
+        return list(mewsli_documents(root, langs, report=SkipReport(), notes=SourceNotes()))
+    return list(jsonl_documents(linker_data.gold_path(name), None, report=SkipReport(), notes=SourceNotes()))
+
+
+def speed(index: Path, gold: Path, work: Path, docs: int) -> dict:
+    """Wall seconds of `mel link` on the first `docs` documents, per method (same input, same run)."""
+    sample = work / "speed-docs.jsonl"
+    lines = gold.read_text(encoding="utf-8").splitlines()[:docs]
+    sample.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    mentions = sum(len(json.loads(line)["mentions"]) for line in lines)
+    out: dict = {"documents": len(lines), "mentions": mentions}
+    for method in ("labels", "biencoder", "linker"):
+        best = None
+        for _ in range(2):
+            started = time.perf_counter()
+            cli("link", str(sample), "--index", str(index), "--method", method, "-o", str(work / "speed-out.jsonl"),
+                "-q")
+            seconds = time.perf_counter() - started
+            best = seconds if best is None else min(best, seconds)
+        out[method] = {"seconds": round(best, 2), "mentions_per_s": round(mentions / best, 1)}
+    slowest = max(out["labels"]["seconds"], out["biencoder"]["seconds"])
+    out["linker_over_slowest_single_view"] = round(out["linker"]["seconds"] / slowest, 3)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    parser.add_argument("--speed-docs", type=int, default=200)
+    args = parser.parse_args()
+    if not linker_data.available():
+        print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
+        return 0
+    from mel.tuning import FitSettings, concatenate, fit_reranker, measure
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    names = [*linker_data.ENGLISH, *linker_data.MULTILINGUAL, "sample"]
+    indexes = {name: linker_data.build(linker_data.kb_path(name), work / f"index-{name}") for name in names}
+    results: dict = {"sets": {}, "command": "python bench/bench_linker.py"}
+    for name in names:
+        gold = linker_data.gold_path(name)
+        labels = evaluate("labels", gold, indexes[name], work, name)
+        linker = evaluate("linker", gold, indexes[name], work, name)
+        results["sets"][name] = {"labels": labels, "linker_untuned": linker,
+                                 "gain_R@1_points": round(100 * (linker["R@1"] - labels["R@1"]), 1)}
+        print(f"{name:26s} labels {100 * labels['R@1']:5.1f}  linker {100 * linker['R@1']:5.1f}  "
+              f"ECE {linker.get('ece')}", flush=True)
+    # Leave one set out: fit on the others' gold (the dev sets and the sample), measure on the one left out.
+    collected = {name: rows(name, indexes[name]) for name in names}
+    group = {name: linker_data.GROUPS.get(name, name) for name in names}
+    for name in [*linker_data.ENGLISH, *linker_data.MULTILINGUAL]:
+        others = [collected[n] for n in names if group[n] != group[name]]
+        fitted = fit_reranker(concatenate(others), FitSettings())
+        measured = measure(fitted, collected[name])
+        entry = results["sets"][name]
+        entry["linker_tuned_leave_one_out"] = {"R@1": measured["R@1"], "ece": measured["calibration"]["ece"],
+                                               "mentions": measured["mentions"]}
+        entry["tuned_gain_R@1_points"] = round(100 * (measured["R@1"] - entry["labels"]["R@1"]), 1)
+        print(f"{name:26s} tuned leave-one-out {100 * measured['R@1']:5.1f}  "
+              f"ECE {measured['calibration']['ece']}", flush=True)
+    union = linker_data.build(linker_data.union_kb(work), work / "index-english-union")
+    results["english_union_kb"] = {}
+    for name in linker_data.ENGLISH:
+        gold = linker_data.gold_path(name)
+        labels = evaluate("labels", gold, union, work, f"union-{name}")
+        linker = evaluate("linker", gold, union, work, f"union-{name}")
+        results["english_union_kb"][name] = {"labels": labels, "linker_untuned": linker,
+                                            "gain_R@1_points": round(100 * (linker["R@1"] - labels["R@1"]), 1)}
+        print(f"union KB {name:17s} labels {100 * labels['R@1']:5.1f}  linker {100 * linker['R@1']:5.1f}", flush=True)
+    results["speed"] = speed(indexes["elevant-msnbc-updated"], linker_data.gold_path("elevant-msnbc-updated"), work,
+                             args.speed_docs)
+    print(f"speed: {results['speed']}")
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

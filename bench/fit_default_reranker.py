@@ -1,0 +1,133 @@
+"""Fit the reranker that mel ships (mel/linker/default-reranker.json) and that untuned indexes use.
+
+    python bench/fit_default_reranker.py [--work /tmp/mel-bench-linker]
+
+Fitted on data whose licences let us ship what is learnt from it:
+- OKE-2016 train (which contains OKE-2015 train): Wikipedia sentences, CC BY-SA 4.0;
+- the HIPE-2022 dev documents of its CC BY 4.0 corpora (newseye, ajmc), multilingual;
+- mel's own sample (examples/mewsli9-sample with examples/kb.jsonl), Apache-2.0,
+  which has descriptions (the context view).
+The sets come from ../shared/data/el-dev (not in the repo); without them the script says so
+and stops. The dev sets have no training links, so half of the rows simulate an alias table:
+for each fifth of the documents, a table counted from the gold mentions of the other four.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import linker_data  # noqa: E402
+
+FIT_ON = {
+    "elevant-oke-2016-train": "OKE-2016 train (Wikipedia sentences, CC BY-SA 4.0; includes OKE-2015 train)",
+    "hipe2022-dev": "HIPE-2022 dev, corpora newseye and ajmc only (CC BY 4.0)",
+    "sample": "mel's own sample, examples/mewsli9-sample (Apache-2.0)",
+}
+CC_BY_HIPE = ("hipe2022-dev-newseye", "hipe2022-dev-ajmc")
+FOLDS = 5
+
+
+def documents(name: str):
+    from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.streams import SkipReport
+
+    if name == "sample":
+        root, langs = resolve_mewsli(linker_data.gold_path(name), None)
+        return list(mewsli_documents(root, langs, report=SkipReport(), notes=SourceNotes()))
+    docs = list(jsonl_documents(linker_data.gold_path(name), None, report=SkipReport(), notes=SourceNotes()))
+    if name == "hipe2022-dev":  # jsonl_documents yields the documents with gold mentions, in file order
+        docs = [d for d, doc_id in zip(docs, _hipe_ids(), strict=True) if doc_id.startswith(CC_BY_HIPE)]
+    return docs
+
+
+def _hipe_ids() -> list[str]:
+    import json
+
+    ids = []
+    for line in linker_data.gold_path("hipe2022-dev").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if any(m.get("qid") for m in record.get("mentions", [])):
+            ids.append(record["id"])
+    return ids
+
+
+def rows_for(name: str, index: Path, work: Path):
+    """Rows without links, and rows with an alias table simulated from the other folds' gold
+    (cached in the work folder, as rows-NAME.npz, next to the index they come from)."""
+    import numpy as np
+
+    from mel.tuning import TrainingRows
+
+    cache = work / f"rows-{name}.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        return TrainingRows(data["X"], data["y"], data["mention"], data["qid"], data["doc"].tolist(),
+                            data["lang"].tolist(), data["gold"].tolist())
+    rows = _rows_for(name, index, work)
+    np.savez(cache, X=rows.X, y=rows.y, mention=rows.mention, qid=rows.qid, doc=np.array(rows.mention_doc),
+             lang=np.array(rows.mention_lang), gold=np.array(rows.mention_gold))
+    return rows
+
+
+def _rows_for(name: str, index: Path, work: Path):
+    from mel.aliases import AliasSettings, AliasTable, count_aliases
+    from mel.linker.features import FEATURES
+    from mel.linker.folder import LinkerIndex
+    from mel.linker.model import Reranker
+    from mel.linker.ranker import open_linker
+    from mel.model_cache import resolve_model
+    from mel.retrieval import EncoderSettings
+    from mel.streams import SkipReport
+    from mel.tuning import collect_rows, concatenate
+
+    docs = documents(name)
+    encoder = EncoderSettings().open(resolve_model(None))
+    linker = open_linker(LinkerIndex.open(index), encoder, Reranker(FEATURES, 0.0, 0.1, ()))
+    parts = [collect_rows(linker, docs)]
+    for fold in range(FOLDS):
+        held = [d for i, d in enumerate(docs) if i % FOLDS == fold]
+        rest = [d for i, d in enumerate(docs) if i % FOLDS != fold]
+        if not held or not rest:
+            continue
+        pairs = ((m.span.string, m.gold, m.lang) for d in rest for m in d.mentions if m.span is not None)
+        folder = Path(tempfile.mkdtemp(dir=work)) / "aliases"
+        count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
+        linker.aliases = AliasTable.open(folder)
+        linker.__post_init__()
+        parts.append(collect_rows(linker, held, doc_offset=len(docs) * (fold + 1)))
+    return concatenate(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    parser.add_argument("--out", default=str(linker_data.ROOT / "mel" / "linker" / "default-reranker.json"))
+    args = parser.parse_args()
+    if not linker_data.available():
+        print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
+        return 0
+    from mel.artifacts import write_json
+    from mel.tuning import FitSettings, concatenate, fit_reranker, measure
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in FIT_ON:
+        index = linker_data.build(linker_data.kb_path(name), work / f"index-{name}")
+        part = rows_for(name, index, work)
+        print(f"{name}: {part.mentions:,} mention rows, {len(part.y):,} candidates", flush=True)
+        rows.append(part)
+    everything = concatenate(rows)
+    reranker = fit_reranker(everything, FitSettings(), meta={"fitted_on": FIT_ON})
+    write_json(args.out, reranker.to_json())
+    print(f"{args.out}: {len(reranker.trees)} trees; in-sample {measure(reranker, everything)['R@1']:.3f} R@1")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

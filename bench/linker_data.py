@@ -1,0 +1,72 @@
+"""Shared by bench/fit_default_reranker.py and bench/bench_linker.py: the sets, their linker indexes.
+
+The development sets live in ../shared/data/el-dev (not in the repo: their licences do
+not allow redistribution); `available()` says whether they are there. The repo's own
+sample (examples/, written for mel, Apache-2.0) is always available.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EL_DEV = Path(os.environ.get("MEL_EL_DEV", ROOT.parent / "shared" / "data" / "el-dev"))
+ENGLISH = ("elevant-msnbc-updated", "elevant-oke-2015-train", "elevant-oke-2016-train", "elevant-derczynski")
+MULTILINGUAL = ("hipe2022-dev",)
+# OKE-2016 train holds the sentences of OKE-2015 train: the two are never split across fit and test.
+GROUPS = {"elevant-oke-2015-train": "oke", "elevant-oke-2016-train": "oke"}
+
+
+def available() -> bool:
+    return all((EL_DEV / f"{name}.docs.jsonl").is_file() for name in ENGLISH + MULTILINGUAL)
+
+
+def kb_path(name: str) -> Path:
+    if name == "sample":
+        return ROOT / "examples" / "kb.jsonl"
+    return EL_DEV / f"{name}.kb.jsonl"
+
+
+def gold_path(name: str) -> Path:
+    if name == "sample":
+        return ROOT / "examples" / "mewsli9-sample"
+    return EL_DEV / f"{name}.docs.jsonl"
+
+
+def union_kb(work: Path) -> Path:
+    """The English dev sets' KBs as one: each (entity, language) once, with the union of its names."""
+    import json
+
+    out = work / "english-union.kb.jsonl"
+    if out.is_file():
+        return out
+    merged: dict[tuple[str, str], dict] = {}
+    for name in ENGLISH:
+        for line in kb_path(name).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            key = (record["qid"], record["lang"])
+            held = merged.setdefault(key, {**record, "aliases": []})
+            for alias in [record["label"], *record.get("aliases", [])]:
+                if alias != held["label"] and alias not in held["aliases"]:
+                    held["aliases"].append(alias)
+    work.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged.values()), encoding="utf-8")
+    return out
+
+
+def build(kb: Path, folder: Path, kinds: str = "label,description") -> Path:
+    """A linker index of `kb` with the default model (built once; reused when there)."""
+    from click.testing import CliRunner
+
+    from mel.cli import main
+
+    if (folder / "manifest.json").is_file():
+        return folder
+    result = CliRunner().invoke(main, ["index", "build", "--kb", str(kb), "--kinds", kinds, "-o", str(folder),
+                                       "--force", "-q"])
+    if result.exit_code != 0:
+        raise SystemExit(f"index build failed for {kb}: {result.output}")
+    return folder

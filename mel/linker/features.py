@@ -1,0 +1,240 @@
+"""Candidates of a batch of mentions, and their features.
+
+Candidates are the union of the string view's top k (mention string vs names), the
+context view's top k (mention in context vs descriptions and training contexts), the
+KB name table's entities for the mention's loosely normalised string, and the alias
+table's (training links; exact-normalised lookup, fuzzy for a miss). Every candidate
+gets every view's score, whichever source found it: a candidate missing from a view's
+top k is scored against its own entries in that view.
+
+Features (FEATURES, one column each):
+- string_*, context_*: the view's cosine, rank (k when not in its top k), the gap to
+  the view's best candidate, whether the view found it, whether the index has the view;
+- exact, folded, loose: the mention equals the candidate's best-matching name, case-
+  folded, or loosely normalised (accents, case, punctuation); name_ratio and
+  name_token_set: RapidFuzz similarity to the nearest name; names: how many names the
+  entity has; ambiguity: how many entities share the mention's loose name;
+- prior, prior_count, link_popularity, has_links, alias_found: P(entity | alias) and
+  counts from training links, and the entity's total links;
+- log_qid: log10 of the QID number (older Wikidata items are the better-known ones);
+- lang_match: the best-matching name is in the document's language;
+- mention_length, mention_tokens, mention_upper: the mention's shape;
+- coref_longer: a longer mention of the same document containing this one's words
+  ("Jordan" after "Michael Jordan") was first linked to this entity; same_top: how many
+  other mentions of the document were first linked to it; coherence: its similarity to
+  what the document's other mentions were first linked to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import fuzz, process
+
+from mel.aliases import AliasTable, normalize_alias
+from mel.indexes.searcher import Index, SearchResult
+
+FEATURES = (
+    "string_score", "string_rank", "string_gap", "string_found", "has_string",
+    "context_score", "context_rank", "context_gap", "context_found", "has_context",
+    "exact", "folded", "loose", "name_ratio", "name_token_set", "names", "ambiguity",
+    "prior", "prior_count", "link_popularity", "has_links", "alias_found",
+    "log_qid", "lang_match",
+    "mention_length", "mention_tokens", "mention_upper",
+    "coref_longer", "same_top", "coherence",
+)
+COLUMN = {name: i for i, name in enumerate(FEATURES)}
+VIEW_BITS = {"string": 1, "context": 2, "names": 4, "aliases": 8}
+MAX_NAME_HITS = 50  # entities taken from one name-table or alias-table hit (most named first)
+FUZZY_MAX_ALIASES = 1_000_000  # fuzzy alias lookup only in tables up to this size
+FUZZY_CUTOFF = 80
+
+
+@dataclass
+class CandidateRows:
+    """Row r: candidate `qid[r]` of mention `mention[r]`; X[r] its features; found_by[r] its sources."""
+
+    mention: np.ndarray  # int64
+    qid: np.ndarray  # int64
+    X: np.ndarray  # float32 (rows, len(FEATURES))
+    found_by: np.ndarray  # uint8 bits of VIEW_BITS
+
+    @classmethod
+    def empty(cls) -> CandidateRows:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32),
+                   np.zeros(0, np.uint8))
+
+
+@dataclass
+class ViewScores:
+    """A view's best score, rank and best entry for every candidate row."""
+
+    score: np.ndarray
+    rank: np.ndarray
+    entry: np.ndarray
+    found: np.ndarray
+
+
+def table_hits(table: AliasTable | None, key: str) -> tuple[list[int], list[int]]:
+    if table is None or not key:
+        return [], []
+    row = table.find(key)
+    if row < 0:
+        return [], []
+    return table.qids_of(row)[:MAX_NAME_HITS].tolist(), table.counts_of(row)[:MAX_NAME_HITS].tolist()
+
+
+def fuzzy_hits(table: AliasTable, key: str) -> tuple[list[int], list[int]]:
+    """The entities of the nearest aliases (RapidFuzz ratio >= FUZZY_CUTOFF) when the exact lookup missed."""
+    if not key or len(table) > FUZZY_MAX_ALIASES or len(table) == 0:
+        return [], []
+    qids: list[int] = []
+    counts: list[int] = []
+    for _, _, row in process.extract(key, table.strings(), scorer=fuzz.ratio, limit=3, score_cutoff=FUZZY_CUTOFF):
+        found, found_counts = table.qids_of(row)[:MAX_NAME_HITS], table.counts_of(row)[:MAX_NAME_HITS]
+        qids += found.tolist()
+        counts += found_counts.tolist()
+    return qids, counts
+
+
+def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention: np.ndarray,
+                qid: np.ndarray) -> ViewScores:
+    """Score, rank and best entry in one view for each (mention, qid) row; rows missing from the
+    view's top k are scored against the candidate's own entries in the view."""
+    k = result.qids.shape[1]
+    score = np.full(len(qid), -1.0, dtype=np.float32)
+    rank = np.full(len(qid), k, dtype=np.float32)
+    entry = np.full(len(qid), -1, dtype=np.int64)
+    position = {(m, q): (m, c) for m, row in enumerate(result.qids.tolist()) for c, q in enumerate(row) if q >= 0}
+    missing = []
+    for r, (m, q) in enumerate(zip(mention.tolist(), qid.tolist())):
+        found = position.get((m, q))
+        if found is None:
+            missing.append(r)
+            continue
+        score[r] = result.scores[found]
+        rank[r] = found[1]
+        entry[r] = result.entry_ids[found]
+    found_mask = rank < k
+    if missing:
+        rows = np.array(missing, dtype=np.int64)
+        owner, entries = index.entries_of(qid[rows])
+        if len(entries):
+            dots = np.einsum("ij,ij->i", index.vectors(entries), queries[mention[rows][owner]])
+            order = np.lexsort((-dots, owner))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = owner[order][1:] != owner[order][:-1]
+            best = order[first]
+            score[rows[owner[best]]] = dots[best]
+            entry[rows[owner[best]]] = entries[best]
+    return ViewScores(score, rank, entry, found_mask)
+
+
+def _gap(score: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+    top = np.full(n, -1.0, dtype=np.float32)
+    np.maximum.at(top, mention, score)
+    return top[mention] - score
+
+
+def _name_similarities(table: AliasTable | None, keys: Sequence[str], mention: np.ndarray,
+                       qid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ratio, token set ratio, number of names) of each row, against the entity's loose names."""
+    ratio = np.zeros(len(qid), dtype=np.float32)
+    token_set = np.zeros(len(qid), dtype=np.float32)
+    names = np.zeros(len(qid), dtype=np.float32)
+    if table is None:
+        return ratio, token_set, names
+    cache: dict[int, list[str]] = {}
+    for r, (m, q) in enumerate(zip(mention.tolist(), qid.tolist())):
+        found = cache.get(q)
+        if found is None:
+            found = cache[q] = [table.alias(int(row)) for row in table.alias_rows_of_qid(q)]
+        names[r] = len(found)
+        if found and keys[m]:
+            scores = process.cdist([keys[m]], found, scorer=fuzz.ratio)[0]
+            sets = process.cdist([keys[m]], found, scorer=fuzz.token_set_ratio)[0]
+            ratio[r], token_set[r] = scores.max() / 100, sets.max() / 100
+    return ratio, token_set, names
+
+
+def _contains_words(short: str, long: str) -> bool:
+    """Whether the words of `short` appear consecutively in `long` (both loosely normalised)."""
+    if not short or len(long) <= len(short):
+        return False
+    return f" {short} " in f" {long} "
+
+
+def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], docs: Sequence[int | None],
+                      vectors: np.ndarray) -> None:
+    """coref_longer, same_top and coherence, from each mention's first-pass choice (loose name match,
+    then string score) within its document; `vectors` is each row's best string-view entry vector."""
+    n = len(keys)
+    first = np.full(n, -1, dtype=np.int64)  # the first-pass row of each mention
+    order = np.lexsort((-X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]], rows.mention))
+    seen = np.zeros(n, dtype=bool)
+    for r in order.tolist():
+        m = int(rows.mention[r])
+        if not seen[m]:
+            seen[m], first[m] = True, r
+    by_doc: dict[int, list[int]] = {}
+    for m, doc in enumerate(docs):
+        if doc is not None:
+            by_doc.setdefault(doc, []).append(m)
+    rows_of: list[list[int]] = [[] for _ in range(n)]
+    for r, m in enumerate(rows.mention.tolist()):
+        rows_of[m].append(r)
+    for members in by_doc.values():
+        if len(members) < 2:
+            continue
+        tops = {m: int(rows.qid[first[m]]) for m in members if first[m] >= 0}
+        top_vectors = {m: vectors[first[m]] for m in members if first[m] >= 0}
+        for m in members:
+            others = [o for o in members if o != m and o in tops]
+            longer = {tops[o] for o in others if _contains_words(keys[m], keys[o])}
+            counts: dict[int, int] = {}
+            for o in others:
+                counts[tops[o]] = counts.get(tops[o], 0) + 1
+            other_vectors = np.array([top_vectors[o] for o in others]) if others else None
+            for r in rows_of[m]:
+                q = int(rows.qid[r])
+                X[r, COLUMN["coref_longer"]] = q in longer
+                X[r, COLUMN["same_top"]] = counts.get(q, 0)
+                if other_vectors is not None:
+                    sims = np.sort(other_vectors @ vectors[r])[-3:]
+                    X[r, COLUMN["coherence"]] = float(sims.mean())
+
+
+def loose_key(text: str) -> str:
+    return normalize_alias(text, loose=True)
+
+
+def mention_shape(text: str) -> tuple[float, float, float]:
+    letters = [c for c in text if c.isalpha()]
+    upper = float(bool(letters) and all(c.isupper() for c in letters))
+    return float(len(text)), float(len(text.split())), upper
+
+
+def log_qid(qids: np.ndarray) -> np.ndarray:
+    return np.log10(np.maximum(qids, 1).astype(np.float64)).astype(np.float32)
+
+
+def link_totals(table: AliasTable) -> np.ndarray:
+    """Total link count of each QID of the table's qid_set."""
+    positions = np.searchsorted(table.qid_set, np.asarray(table.qids))
+    return np.bincount(positions, weights=np.asarray(table.counts, dtype=np.float64),
+                       minlength=len(table.qid_set))
+
+
+def popularity(table: AliasTable, totals: np.ndarray, qids: np.ndarray) -> np.ndarray:
+    if len(table.qid_set) == 0:
+        return np.zeros(len(qids), dtype=np.float32)
+    position = np.searchsorted(table.qid_set, qids).clip(0, len(table.qid_set) - 1)
+    present = np.asarray(table.qid_set)[position] == qids
+    return np.where(present, np.log1p(totals[position]), 0.0).astype(np.float32)
+
+
+def safe_log1p(value: float) -> float:
+    return math.log1p(max(0.0, value))

@@ -1,0 +1,357 @@
+"""`mel index tune`: fit the fused linker's reranker and calibration on gold documents.
+
+1. Every gold mention goes through the linker's candidate stage (the index's views and
+   tables, in the one streaming pipeline); each candidate row gets its features and a
+   label (is it the gold entity).
+2. Documents are split (a fixed 1 in 5 held out). On the rest, gradient-boosted trees
+   (scikit-learn, `pip install 'mel[tune]'`) are fitted to the labels; the softmax
+   temperature, the "none" logit and Platt scaling per language (languages with
+   enough held-back mentions, else one for all) are fitted on out-of-fold predictions.
+3. The held-out documents measure R@1 before (the index's current reranker) and after,
+   and the calibration (expected calibration error and a reliability table).
+4. The model is fitted again on every document and written into the index as
+   reranker.json (plain JSON: feature list, trees, calibration, versions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mel import __version__
+from mel.artifacts import read_json, sha256_file, write_json
+from mel.damuel import is_damuel_part
+from mel.errors import InputError
+from mel.evaluation import (
+    EvalDocument,
+    EvalMention,
+    Reliability,
+    SourceNotes,
+    jsonl_documents,
+    mewsli_documents,
+    resolve_mewsli,
+)
+from mel.indexes.manifest import MANIFEST_FILE
+from mel.kb import read_training_mentions
+from mel.linker.features import FEATURES
+from mel.linker.folder import RERANKER_FILE
+from mel.linker.model import Calibration, Reranker, Tree, calibrated, softmax_probabilities
+from mel.linker.ranker import FusedLinker
+from mel.mentions import MentionSpan
+from mel.pipeline import run_stream
+from mel.qids import qid_to_int
+from mel.streams import SkipReport
+
+HELD_OUT_EVERY = 5  # document i is held out when i % 5 == 4
+MIN_PLATT_MENTIONS = 100
+
+
+@dataclass
+class TrainingRows:
+    """Candidate rows of gold mentions: X, label y, and per mention its document, language and gold."""
+
+    X: np.ndarray
+    y: np.ndarray
+    mention: np.ndarray  # row -> mention number
+    qid: np.ndarray
+    mention_doc: list[int] = field(default_factory=list)
+    mention_lang: list[str] = field(default_factory=list)
+    mention_gold: list[int] = field(default_factory=list)
+
+    @property
+    def mentions(self) -> int:
+        return len(self.mention_doc)
+
+    def subset(self, keep_mentions: np.ndarray) -> TrainingRows:
+        """The rows of the mentions where keep_mentions is True, renumbered."""
+        new_number = np.cumsum(keep_mentions) - 1
+        rows = keep_mentions[self.mention]
+        return TrainingRows(self.X[rows], self.y[rows], new_number[self.mention[rows]], self.qid[rows],
+                            [d for d, k in zip(self.mention_doc, keep_mentions) if k],
+                            [lang for lang, k in zip(self.mention_lang, keep_mentions) if k],
+                            [g for g, k in zip(self.mention_gold, keep_mentions) if k])
+
+
+def collect_rows(linker: FusedLinker, documents: Iterable[EvalDocument], *, doc_offset: int = 0,
+                 chunk_size: int = 1024) -> TrainingRows:
+    """Candidate rows of every linkable gold mention of `documents` (mentions whose text does not
+    match are left out: there is nothing to link)."""
+    parts: list[tuple] = []
+    docs: list[int] = []
+    langs: list[str] = []
+    golds: list[int] = []
+    counter = {"doc": doc_offset, "mention": 0}
+
+    def prepare(group: list[EvalDocument]):
+        spans, meta = [], []
+        for document in group:
+            number = counter["doc"]
+            counter["doc"] += 1
+            for m in document.mentions:
+                if m.span is not None:
+                    spans.append(dataclasses.replace(m.span, doc=number))
+                    meta.append((number, m.lang, m.gold))
+        return meta, linker.prepare(spans)
+
+    def consume(group, ranked) -> bool:
+        meta, rows = ranked
+        base = counter["mention"]
+        counter["mention"] += len(meta)
+        for number, lang, gold in meta:
+            docs.append(number)
+            langs.append(lang)
+            golds.append(gold)
+        gold = np.array([g for _, _, g in meta], dtype=np.int64)
+        y = (rows.qid == gold[rows.mention]).astype(np.int8) if len(rows.qid) else np.zeros(0, np.int8)
+        parts.append((rows.X, y, rows.mention + base, rows.qid))
+        return True
+
+    run_stream(documents, units=lambda d: len(d.mentions), prepare=prepare,
+               rank=lambda prepared: (prepared[0], linker.candidates(prepared[1])), consume=consume,
+               chunk_size=chunk_size)
+    if not parts or not docs:
+        raise InputError("no linkable gold mentions to tune on")
+    X, y, mention, qid = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return TrainingRows(X, y, mention, qid, docs, langs, golds)
+
+
+def concatenate(rows: Sequence[TrainingRows]) -> TrainingRows:
+    """Rows of several sets as one (mention numbers renumbered; document numbers kept)."""
+    offsets = np.cumsum([0] + [r.mentions for r in rows])
+    return TrainingRows(np.concatenate([r.X for r in rows]), np.concatenate([r.y for r in rows]),
+                        np.concatenate([r.mention + off for r, off in zip(rows, offsets)]),
+                        np.concatenate([r.qid for r in rows]),
+                        [d for r in rows for d in r.mention_doc], [lang for r in rows for lang in r.mention_lang],
+                        [g for r in rows for g in r.mention_gold])
+
+
+# --- fitting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    trees: int = 200
+    depth: int = 3
+    learning_rate: float = 0.1
+    subsample: float = 0.8
+    folds: int = 3
+    seed: int = 0
+    # The trees see every positive row and a random share of the negatives, at most this many
+    # rows in all (the calibration, fitted on every row, absorbs the shift in the base rate).
+    max_rows: int = 150_000
+
+
+def _fit_trees(rows: TrainingRows, settings: FitSettings):
+    try:
+        from sklearn.ensemble import GradientBoostingClassifier
+    except ImportError:
+        raise InputError("mel index tune needs scikit-learn: pip install 'mel[tune]'") from None
+    if rows.y.sum() == 0 or rows.y.sum() == len(rows.y):
+        raise InputError("the gold mentions give no positive (or no negative) candidate to learn from")
+    model = GradientBoostingClassifier(n_estimators=settings.trees, max_depth=settings.depth,
+                                       learning_rate=settings.learning_rate, subsample=settings.subsample,
+                                       random_state=settings.seed)
+    keep = np.ones(len(rows.y), dtype=bool)
+    negatives = np.flatnonzero(rows.y == 0)
+    room = settings.max_rows - int(rows.y.sum())
+    if len(rows.y) > settings.max_rows and room < len(negatives):
+        rng = np.random.default_rng(settings.seed)
+        keep[negatives] = False
+        keep[rng.choice(negatives, size=max(room, 1), replace=False)] = True
+    model.fit(rows.X[keep], rows.y[keep])
+    return model
+
+
+def _export(model, meta: dict, calibration: Calibration) -> Reranker:
+    prior = float(np.clip(model.init_.class_prior_[1], 1e-6, 1 - 1e-6))
+    trees = []
+    for estimator in model.estimators_[:, 0]:
+        tree = estimator.tree_
+        leaf = tree.children_left < 0  # scikit-learn marks a leaf by its children (its feature is -2)
+        feature = np.where(leaf, -1, tree.feature).astype(np.int32)
+        trees.append(Tree(feature, np.where(leaf, 0.0, tree.threshold).astype(np.float64),
+                          np.where(leaf, -1, tree.children_left).astype(np.int32),
+                          np.where(leaf, -1, tree.children_right).astype(np.int32),
+                          tree.value[:, 0, 0].astype(np.float64)))
+    return Reranker(FEATURES, math.log(prior / (1 - prior)), float(model.learning_rate), tuple(trees), calibration,
+                    meta)
+
+
+def _gold_index(rows: TrainingRows) -> np.ndarray:
+    """Per mention, the row of its gold candidate, or -1 when the gold entity is not a candidate."""
+    out = np.full(rows.mentions, -1, dtype=np.int64)
+    positive = np.flatnonzero(rows.y == 1)
+    out[rows.mention[positive]] = positive
+    return out
+
+
+def fit_softmax(logits: np.ndarray, rows: TrainingRows) -> tuple[float, float]:
+    """Temperature and "none" logit that maximise the likelihood of the gold candidate (or of none)."""
+    gold = _gold_index(rows)
+    best, best_nll = (1.0, 0.0), math.inf
+    for temperature in np.geomspace(0.25, 8, 25):
+        for none_logit in np.linspace(-8, 8, 33):
+            p = softmax_probabilities(logits, rows.mention, float(temperature), float(none_logit))
+            total = np.zeros(rows.mentions)
+            np.add.at(total, rows.mention, p)
+            target = np.where(gold >= 0, p[gold.clip(0)], 1 - total)
+            nll = -np.log(np.clip(target, 1e-12, 1)).sum()
+            if nll < best_nll:
+                best, best_nll = (float(temperature), float(none_logit)), nll
+    return best
+
+
+def _top(p: np.ndarray, rows: TrainingRows) -> tuple[np.ndarray, np.ndarray]:
+    """Per mention: the top candidate's probability (0 without candidates) and whether it is the gold."""
+    top_p = np.zeros(rows.mentions)
+    correct = np.zeros(rows.mentions, dtype=bool)
+    if len(p):
+        order = np.lexsort((rows.qid, -p, rows.mention))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = rows.mention[order][1:] != rows.mention[order][:-1]
+        chosen = order[first]
+        top_p[rows.mention[chosen]] = p[chosen]
+        correct[rows.mention[chosen]] = rows.y[chosen] == 1
+    return top_p, correct
+
+
+def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Platt scaling sigmoid(a * logit(p) + c) of top-1 probabilities, per language with enough mentions."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(mask: np.ndarray) -> tuple[float, float]:
+        if mask.sum() < 20 or correct[mask].all() or not correct[mask].any():
+            return (1.0, 0.0)
+        clipped = np.clip(p_top[mask], 1e-6, 1 - 1e-6)
+        x = np.log(clipped / (1 - clipped))[:, None]
+        model = LogisticRegression(C=100.0).fit(x, correct[mask])
+        a, c = float(model.coef_[0, 0]), float(model.intercept_[0])
+        return (a, c) if a > 0 else (1.0, 0.0)
+
+    langs_array = np.array(langs)
+    out = {"*": fit(np.ones(len(langs_array), dtype=bool))}
+    for lang in sorted(set(langs)):
+        mask = langs_array == lang
+        if mask.sum() >= MIN_PLATT_MENTIONS:
+            out[lang] = fit(mask)
+    return out
+
+
+def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta: dict | None = None) -> Reranker:
+    """Trees on every row; calibration on out-of-fold predictions (folds by document)."""
+    folds = np.array(rows.mention_doc) % settings.folds
+    oof = np.zeros(len(rows.y))
+    for fold in range(settings.folds):
+        held = folds == fold
+        if held.all() or not held.any():
+            continue
+        model = _fit_trees(rows.subset(~held), settings)
+        part = held[rows.mention]
+        oof[part] = model.decision_function(rows.X[part])
+    temperature, none_logit = fit_softmax(oof, rows)
+    p = softmax_probabilities(oof, rows.mention, temperature, none_logit)
+    p_top, correct = _top(p, rows)
+    calibration = Calibration(temperature, none_logit, fit_platt(p_top, correct, rows.mention_lang))
+    meta = {"mel_version": __version__, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "settings": settings.__dict__, "mentions": rows.mentions, "rows": int(len(rows.y)), **(meta or {})}
+    return _export(_fit_trees(rows, settings), meta, calibration)
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+def reliability(p_top: np.ndarray, correct: np.ndarray) -> dict:
+    """Expected calibration error and the reliability table of top-1 probabilities (mel eval's)."""
+    table = Reliability()
+    table.add(p_top, correct)
+    return table.to_json()
+
+
+def measure(reranker: Reranker, rows: TrainingRows) -> dict:
+    """R@1 and calibration of `reranker` on the rows' mentions."""
+    p = calibrated(reranker.logits(rows.X), rows.mention, rows.mention_lang, reranker.calibration) \
+        if len(rows.y) else np.zeros(0)
+    p_top, correct = _top(p, rows)
+    return {"mentions": rows.mentions, "R@1": round(float(correct.mean()) if rows.mentions else 0.0, 4),
+            "gold_among_candidates": round(float((_gold_index(rows) >= 0).mean()), 4),
+            "calibration": reliability(p_top, correct)}
+
+
+def split(rows: TrainingRows) -> tuple[TrainingRows, TrainingRows]:
+    """(training, held-out): every fifth document held out."""
+    held = np.array([d % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 for d in rows.mention_doc])
+    if held.all() or not held.any():
+        raise InputError("tuning needs gold mentions in at least five documents (one in five is held out)")
+    return rows.subset(~held), rows.subset(held)
+
+
+# --- `mel index tune` ----------------------------------------------------------------------
+
+
+def gold_documents(path: str, report: SkipReport) -> list[EvalDocument]:
+    """Gold documents from mel documents JSON Lines, a Mewsli-9 folder, or DaMuEL links (a part's pages)."""
+    folder = Path(path)
+    notes = SourceNotes()
+    if folder.is_dir() and (is_damuel_part(folder) or any(is_damuel_part(p) for p in folder.iterdir())):
+        return _damuel_documents(path, report)
+    if folder.is_dir():
+        root, langs = resolve_mewsli(folder, None)
+        return list(mewsli_documents(root, langs, report=report, notes=notes))
+    return list(jsonl_documents(path, None, report=report, notes=notes))
+
+
+def _damuel_documents(path: str, report: SkipReport) -> list[EvalDocument]:
+    """A page's wiki-origin links as one gold document."""
+    out: list[EvalDocument] = []
+    page: list[EvalMention] = []
+    current = None
+    for mention in read_training_mentions([path], report=report):
+        if mention.source != current and page:
+            out.append(EvalDocument(tuple(page)))
+            page = []
+        current = mention.source
+        page.append(EvalMention(lang=mention.lang or "und", gold=qid_to_int(mention.qid),
+                                span=MentionSpan(mention.text, mention.start, mention.end, mention.lang),
+                                location=mention.source))
+    if page:
+        out.append(EvalDocument(tuple(page)))
+    return out
+
+
+def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
+               settings: FitSettings = FitSettings(), report: SkipReport | None = None) -> dict:
+    """Fit the reranker and calibration of `index` on `gold`, write them into it, and say how it went."""
+    report = report if report is not None else SkipReport()
+    sets = [(path, gold_documents(path, report)) for path in gold]
+    offset, parts = 0, []
+    for _, documents in sets:
+        parts.append(collect_rows(linker, documents, doc_offset=offset))
+        offset += len(documents)
+    rows = concatenate(parts)
+    train, held = split(rows)
+    before = measure(linker.reranker, held)
+    after = measure(fit_reranker(train, settings), held)
+    final = fit_reranker(rows, settings, meta={"gold": [str(p) for p in gold],
+                                               "held_out": {"before": before, "after": after}})
+    write_reranker(Path(index), final)
+    return {"index": str(index), "gold": [str(p) for p in gold], "documents": offset, "mentions": rows.mentions,
+            "candidates": int(len(rows.y)), "held_out": {"before": before, "after": after},
+            "skipped": report.to_json()}
+
+
+def write_reranker(index: Path, reranker: Reranker) -> None:
+    """reranker.json into the index, and its checksum into the manifest (both written atomically)."""
+    path = index / RERANKER_FILE
+    write_json(path, reranker.to_json())
+    manifest_path = index / MANIFEST_FILE
+    data = read_json(manifest_path)
+    data["reranker"] = {"sha256": sha256_file(path), "created": reranker.meta.get("created"),
+                        "gold": reranker.meta.get("gold"), "mentions": reranker.meta.get("mentions"),
+                        "held_out": reranker.meta.get("held_out")}
+    write_json(manifest_path, data)

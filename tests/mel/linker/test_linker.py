@@ -1,0 +1,162 @@
+"""The fused linker with the offline default model: each kind of evidence decides a hand-built case,
+candidates carry probabilities and views, --explain, --min-prob, tuning, and older indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mel.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def entity(qid: str, label: str, description: str = "", aliases: tuple[str, ...] = ()) -> dict:
+    return {"qid": qid, "lang": "en", "label": label, "description": description, "aliases": list(aliases)}
+
+
+def doc(doc_id: str, text: str, *spans: tuple[str, str | None]) -> dict:
+    mentions, at = [], 0
+    for surface, qid in spans:
+        start = text.index(surface, at)
+        mentions.append({"start": start, "end": start + len(surface), **({"qid": qid} if qid else {})})
+        at = start + len(surface)
+    return {"id": doc_id, "lang": "en", "text": text, "mentions": mentions}
+
+
+def link(index: Path, tmp_path: Path, records: list[dict], *extra) -> list[dict]:
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    result = run("link", source, "--index", index, "-o", out, "-q", *extra)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def build(tmp_path: Path, name: str, kb: list[dict], *extra) -> Path:
+    index = tmp_path / name
+    result = run("index", "build", "--kb", write_jsonl(tmp_path / f"{name}.kb.jsonl", kb), "-o", index, "-q", *extra)
+    assert result.exit_code == 0, result.output
+    return index
+
+
+DISTRACTORS = [entity("Q1048", "Julius Caesar"), entity("Q90", "Paris"), entity("Q64", "Berlin")]
+
+
+def test_an_alias_prior_overrides_a_closer_label(default_model, tmp_path):
+    kb = [entity("Q60", "New York City", aliases=("NYC",)), entity("Q4875340", "Big Apple"), *DISTRACTORS]
+    links = write_jsonl(tmp_path / "links.jsonl", [
+        doc(f"t{i}", f"Tourists love the Big Apple in spring number {i}.", ("Big Apple", "Q60")) for i in range(30)])
+    index = build(tmp_path, "prior", kb, "--links", links)
+    (record,) = link(index, tmp_path, [doc("d", "We flew to the Big Apple last week.", ("Big Apple", None))])
+    mention = record["mentions"][0]
+    assert mention["qid"] == "Q60", mention
+    found = {c["qid"]: c for c in mention["candidates"]}
+    assert "aliases" in found["Q60"]["views"] and "names" in found["Q4875340"]["views"]
+
+
+def test_a_later_short_mention_follows_an_earlier_long_one(default_model, tmp_path):
+    kb = [entity("Q41421", "Michael Jordan", aliases=("Air Jordan",)), entity("Q810", "Jordan"),
+          entity("Q3808", "Chicago Bulls"), *DISTRACTORS]
+    index = build(tmp_path, "coref", kb)
+    alone, together = link(index, tmp_path, [
+        doc("a", "Jordan is a country in the Middle East.", ("Jordan", None)),
+        doc("b", "Michael Jordan scored 40 points for the Chicago Bulls. Afterwards Jordan thanked the fans.",
+            ("Michael Jordan", None), ("Chicago Bulls", None), ("Jordan", None)),
+    ])
+    assert alone["mentions"][0]["qid"] == "Q810"
+    assert [m["qid"] for m in together["mentions"]] == ["Q41421", "Q3808", "Q41421"]
+
+
+def test_context_separates_two_entities_of_one_name_when_descriptions_exist(default_model, tmp_path):
+    kb = [entity("Q312", "Apple", "American technology company that makes the iPhone, the iPad and Mac computers"),
+          entity("Q89", "Apple", "sweet fruit of the apple tree, eaten raw or baked in pies"), *DISTRACTORS]
+    index = build(tmp_path, "context", kb)
+    tech, fruit = link(index, tmp_path, [
+        doc("t", "Apple unveiled a new iPhone and a faster Mac laptop at its developer event.", ("Apple", None)),
+        doc("f", "She picked a ripe red Apple from the tree in the orchard and baked a pie.", ("Apple", None)),
+    ])
+    assert tech["mentions"][0]["qid"] == "Q312" and fruit["mentions"][0]["qid"] == "Q89"
+    assert "context" in tech["mentions"][0]["candidates"][0]["views"]
+
+
+def test_probabilities_views_explain_and_min_prob(default_model, tmp_path):
+    index = build(tmp_path, "basic", [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS])
+    records = [doc("d", "Paris is the capital of France.", ("Paris", None), ("France", None))]
+    (record,) = link(index, tmp_path, records, "--explain")
+    for mention in record["mentions"]:
+        scores = [c["score"] for c in mention["candidates"]]
+        assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True) and sum(scores) <= 1.0001
+        top = mention["candidates"][0]
+        assert set(top["views"]) <= {"string", "context", "names", "aliases"} and top["views"]
+        assert set(top["features"]) >= {"string_score", "loose", "log_qid", "coref_longer", "prior"}
+    assert [m["qid"] for m in record["mentions"]] == ["Q90", "Q142"]
+    (nil,) = link(index, tmp_path, records, "--min-prob", "1.0")
+    assert [m["qid"] for m in nil["mentions"]] == [None, None] and nil["mentions"][0]["candidates"]
+    refused = run("link", tmp_path / "in.jsonl", "--index", index, "--method", "labels", "--min-prob", "0.5")
+    assert refused.exit_code == 2 and "--min-prob needs --method linker" in refused.stderr
+
+
+def test_eval_reports_calibration_and_nil_scores_for_the_linker(default_model, tmp_path):
+    index = build(tmp_path, "eval", [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS])
+    gold = write_jsonl(tmp_path / "gold.jsonl", [
+        doc("g1", "Paris and Berlin are capitals.", ("Paris", "Q90"), ("Berlin", "Q64")),
+        doc("g2", "France borders Germany.", ("France", "Q142"), ("Germany", "Q183")),
+        doc("g3", "Rome is not in the KB.", ("Rome", "Q220"))])
+    for method, probabilities in (("linker", True), ("labels", False)):
+        report = tmp_path / f"{method}.json"
+        result = run("eval", "jsonl", gold, "--index", index, "--method", method, "--min-prob", "0.3",
+                     "--report", report, "-q")
+        assert result.exit_code == 0, result.output
+        data = json.loads(report.read_text())
+        assert data["results"]["micro"]["mentions"] == 5
+        if probabilities:
+            assert set(data["calibration"]) == {"ece", "bins"} and len(data["calibration"]["bins"]) == 10
+            nil = data["nil"]
+            assert nil["mentions"] == 5 and nil["not_in_kb"] == 1 and nil["threshold"] == 0.3
+            assert 0 <= nil["precision"] <= 1 and nil["correct"] <= nil["linked"]
+        else:
+            assert data["calibration"] is None and data["nil"] is None
+
+
+def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_path):
+    kb = [entity("Q142", "France"), entity("Q183", "Germany"), entity("Q1", "France", aliases=("République",)),
+          *DISTRACTORS]
+    index = build(tmp_path, "tune", kb)
+    gold = write_jsonl(tmp_path / "gold.jsonl", [
+        doc(f"g{i}", f"Story {i}: France and Germany met in Paris.", ("France", "Q142"), ("Germany", "Q183"),
+            ("Paris", "Q90")) for i in range(10)])
+    report = tmp_path / "tune.json"
+    result = run("index", "tune", index, "--gold", gold, "--trees", "20", "--report", report, "-q")
+    assert result.exit_code == 0, result.output
+    assert "held-out R@1" in result.stderr
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["reranker"]["gold"] == [str(gold)] and (index / "reranker.json").is_file()
+    assert json.loads(report.read_text())["held_out"]["after"]["mentions"] == 6  # documents 4 and 9
+    assert run("index", "verify", index, "--sample", "10").exit_code == 0
+    (record,) = link(index, tmp_path, [doc("d", "France won.", ("France", None))])
+    assert record["mentions"][0]["qid"] == "Q142"
+    (index / "reranker.json").write_text((index / "reranker.json").read_text().replace('"init": ', '"init": 1'))
+    tampered = run("link", tmp_path / "in.jsonl", "--index", index, "-q")
+    assert tampered.exit_code == 1 and "reranker.json: missing or changed" in tampered.stderr
+
+
+def test_an_older_single_view_index_still_links(default_model, tmp_path):
+    index = build(tmp_path, "old", [entity("Q142", "France"), *DISTRACTORS], "--kinds", "label")
+    view = index / "views" / "string"  # a mel.index.v1 folder, as older mel versions wrote them
+    source = write_jsonl(tmp_path / "in.jsonl", [doc("d", "France won.", ("France", None))])
+    result = run("link", source, "--index", view)
+    assert result.exit_code == 0, result.output
+    assert "single-view index" in result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["mentions"][0]["qid"] == "Q142"

@@ -1,0 +1,117 @@
+"""The reranker file: trees exported from scikit-learn and evaluated in NumPy, calibration, validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mel.errors import ArtifactError
+from mel.linker.features import FEATURES
+from mel.linker.model import Calibration, Reranker, calibrated, read_reranker, softmax_probabilities
+from mel.tuning import FitSettings, TrainingRows, fit_reranker, fit_softmax, measure
+
+pytest.importorskip("sklearn")
+
+
+def synthetic_rows(n_mentions: int, seed: int, temperature: float = 2.0, none_logit: float = -1.0) -> TrainingRows:
+    """Mentions with 5 candidates each; candidate scores are features; the gold is drawn from
+    softmax(score / T) with a "none" option, so the true probabilities are known."""
+    rng = np.random.default_rng(seed)
+    per = 5
+    mention = np.repeat(np.arange(n_mentions), per)
+    X = np.zeros((n_mentions * per, len(FEATURES)), dtype=np.float32)
+    score = rng.normal(0, 2, size=len(mention))
+    X[:, FEATURES.index("string_score")] = score
+    X[:, FEATURES.index("log_qid")] = rng.normal(size=len(mention))  # noise
+    p = softmax_probabilities(score, mention, temperature, none_logit)
+    y = np.zeros(len(mention), dtype=np.int8)
+    for m in range(n_mentions):
+        rows = np.arange(m * per, (m + 1) * per)
+        choice = rng.choice(per + 1, p=np.append(p[rows], 1 - p[rows].sum()))
+        if choice < per:
+            y[rows[choice]] = 1
+    docs = list(range(n_mentions))
+    return TrainingRows(X, y, mention, np.tile(np.arange(1, per + 1), n_mentions), docs,
+                        ["xx"] * n_mentions, [0] * n_mentions)
+
+
+def test_the_exported_trees_give_scikit_learns_logits():
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from mel.tuning import _export
+
+    rows = synthetic_rows(400, seed=1)
+    model = GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=0).fit(rows.X, rows.y)
+    exported = _export(model, {}, Calibration())
+    assert np.allclose(exported.logits(rows.X), model.decision_function(rows.X), atol=1e-9)
+
+
+def test_write_then_reload_gives_identical_scores(tmp_path):
+    rows = synthetic_rows(300, seed=2)
+    reranker = fit_reranker(rows, FitSettings(trees=40))
+    path = tmp_path / "reranker.json"
+    path.write_text(json.dumps(reranker.to_json()))
+    again = read_reranker(path, FEATURES)
+    langs = ["xx"] * rows.mentions
+    assert np.array_equal(again.probabilities(rows.X, rows.mention, langs),
+                          reranker.probabilities(rows.X, rows.mention, langs))
+    assert again.calibration == reranker.calibration and again.features == FEATURES
+
+
+def test_the_softmax_calibration_recovers_known_probabilities():
+    rows = synthetic_rows(3000, seed=3, temperature=2.0, none_logit=-1.0)
+    score = rows.X[:, FEATURES.index("string_score")].astype(np.float64)
+    temperature, none_logit = fit_softmax(score, rows)
+    assert temperature == pytest.approx(2.0, rel=0.2) and none_logit == pytest.approx(-1.0, abs=0.6)
+
+
+def test_a_fitted_reranker_is_calibrated_on_new_data():
+    reranker = fit_reranker(synthetic_rows(3000, seed=4), FitSettings(trees=60))
+    fresh = synthetic_rows(3000, seed=5)
+    measured = measure(reranker, fresh)
+    assert measured["calibration"]["ece"] <= 0.05, measured["calibration"]
+    # The model learnt the signal: its R@1 is close to the best possible (always the top score).
+    best = measure(Reranker(FEATURES, 0.0, 1.0, ()), fresh)
+    assert measured["R@1"] >= 0.9 * _oracle_r1(fresh) and best["mentions"] == fresh.mentions
+
+
+def _oracle_r1(rows: TrainingRows) -> float:
+    score = rows.X[:, FEATURES.index("string_score")]
+    hits = 0
+    for m in range(rows.mentions):
+        mine = np.flatnonzero(rows.mention == m)
+        hits += rows.y[mine[np.argmax(score[mine])]]
+    return hits / rows.mentions
+
+
+def test_calibrated_is_monotone_within_a_mention():
+    logits = np.array([3.0, 1.0, -2.0, 0.5, 0.4])
+    mention = np.array([0, 0, 0, 1, 1])
+    p = calibrated(logits, mention, ["en", "de"], Calibration(1.5, 0.0, {"*": (1.2, 0.1), "de": (0.8, -0.3)}))
+    assert p[0] > p[1] > p[2] and p[3] > p[4] and np.all((p > 0) & (p < 1))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.update(format="x"), "not a reranker"),
+    (lambda d: d.update(features=["nope", *d["features"][1:]]), "does not compute"),
+    (lambda d: d["trees"][0].update(left=[5] * len(d["trees"][0]["left"])), "inconsistent"),
+    (lambda d: d["trees"][0].update(feature=[len(FEATURES)] * len(d["trees"][0]["feature"])), "inconsistent"),
+    (lambda d: d["calibration"].update(temperature=-1), "out of range"),
+    (lambda d: d.pop("trees"), "malformed"),
+])
+def test_a_damaged_reranker_file_is_refused(tmp_path, change, message):
+    data = fit_reranker(synthetic_rows(200, seed=6), FitSettings(trees=12)).to_json()
+    data = json.loads(json.dumps(data))
+    change(data)
+    path = tmp_path / "reranker.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=message):
+        read_reranker(path, FEATURES)
+
+
+def test_the_default_reranker_ships_and_reads():
+    default = read_reranker(None, FEATURES)
+    assert default.trees and default.features == FEATURES
+    assert set(default.meta.get("fitted_on", {})) >= {"sample"}
