@@ -440,8 +440,8 @@ def _write_table(folder: Path, groups: Iterable[tuple[bytes, dict[int, int]]], t
     qid_set = np.unique(qid_array)
     np.save(folder / "qid_set.npy", qid_set)
     # The inverse index: for each QID of qid_set (in order), the rows of the aliases naming it.
-    alias_of_pair = np.repeat(np.arange(len(pair_offsets) - 1, dtype=np.int64),
-                              np.diff(np.frombuffer(pair_offsets, dtype=np.int64)))
+    pairs_per_alias = np.diff(np.frombuffer(pair_offsets, dtype=np.int64)).astype(np.int64)
+    alias_of_pair = np.repeat(np.arange(len(pair_offsets) - 1, dtype=np.int64), pairs_per_alias)
     order = np.lexsort((alias_of_pair, qid_array))
     offsets = np.searchsorted(qid_array[order], qid_set, side="left")
     np.save(folder / "qid_alias_offsets.npy", np.append(offsets, len(order)).astype(np.int64))

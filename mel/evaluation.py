@@ -315,9 +315,9 @@ class Reliability:
         total = max(1, int(self.count.sum()))
         ece, bins = 0.0, []
         for i, n in enumerate(self.count.tolist()):
-            mean = self.probability[i] / n if n else None
-            accuracy = self.correct[i] / n if n else None
-            if n:
+            mean = float(self.probability[i] / n) if n else None
+            accuracy = float(self.correct[i] / n) if n else None
+            if mean is not None and accuracy is not None:
                 ece += n / total * abs(mean - accuracy)
             bins.append({"from": round(float(self.edges[i]), 2), "to": round(float(self.edges[i + 1]), 2),
                          "mentions": n, "mean_probability": None if mean is None else round(float(mean), 4),

@@ -44,8 +44,8 @@ from mel.linker.folder import (
 from mel.mentions import MentionSpan
 from mel.model_cache import resolve_model
 from mel.models import ModelFolder
-from mel.retrieval import model_matches, recorded_identity
 from mel.qids import qid_to_str
+from mel.retrieval import model_matches, recorded_identity
 from mel.streams import SkipReport
 
 

@@ -212,11 +212,15 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
     """
     from mel.artifacts import write_json
     from mel.cli.errors import note, say
+    from mel.errors import InputError
+    from mel.linker.ranker import FusedLinker
     from mel.methods import open_ranker
     from mel.streams import SkipReport
     from mel.tuning import FitSettings, tune_index
 
     linker = open_ranker("linker", index=index_dir, encoder=encoder, exact=exact, announce=note)
+    if not isinstance(linker, FusedLinker):
+        raise InputError(f"{index_dir}: a single-view index (built by an older mel) has no linker to tune; rebuild it")
     report = SkipReport(max_examples=10)
     result = tune_index(index_dir, gold, linker, settings=FitSettings(trees=trees, depth=depth, seed=seed),
                         report=report)
