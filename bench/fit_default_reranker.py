@@ -97,8 +97,7 @@ def _rows_for(name: str, index: Path, work: Path):
         pairs = ((m.span.string, m.gold, m.lang) for d in rest for m in d.mentions if m.span is not None)
         folder = Path(tempfile.mkdtemp(dir=work)) / "aliases"
         count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
-        linker.aliases = AliasTable.open(folder)
-        linker.__post_init__()
+        linker.use_aliases(AliasTable.open(folder))
         parts.append(collect_rows(linker, held, doc_offset=len(docs) * (fold + 1)))
     return concatenate(parts)
 

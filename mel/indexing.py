@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mel.aliases import AliasSettings, AliasTable, build_alias_table, build_name_table
-from mel.artifacts import command_line, fingerprint, folder_size, sha256_file, tool_versions, write_json
+from mel.artifacts import cannot_write, command_line, fingerprint, folder_size, sha256_file, tool_versions, write_json
 from mel.damuel import WIKI_ORIGINS
 from mel.encoding import Encoder
 from mel.errors import ArtifactError, InputError, ModelError
@@ -218,7 +218,10 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
     if partial.exists() and not resume:
         progress.note(f"removed an unfinished build at {partial}")
         shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(out, exc) from None
     common = _common_record(selection, encoder)
     # Fingerprints of the sources (sizes, times, content hashes): a resume refuses changed ones.
     sources = {f"--{option} {path}": fingerprint(path)
@@ -235,14 +238,17 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
         progress.start(sum(w.entries_done for w in writers.values()), None)
         _fill_views(writers, views, selection, encoder)
         built = [view for view in views if view not in writers]
+        empty = []
         for view, writer in writers.items():
             try:
                 writer.close({"skipped": selection.report.to_json()})
                 built.append(view)
             except NoEntries:
-                progress.note(f"the {view} view got no entries (kinds {', '.join(views[view])}); left out")
+                empty.append(view)
         if not built:
             raise NoEntries("no entries")
+        for view in empty:
+            progress.note(f"the {view} view got no entries (kinds {', '.join(views[view])}); left out")
         tables = _build_tables(partial, selection, progress)
         manifest = _write_manifest(partial, [v for v in views if v in built], tables, common, selection)
         _move_into_place(partial, out)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rapidfuzz import fuzz, process
 
+from mel.aliases import AliasTable
 from mel.encoding import Encoder
 from mel.indexes.searcher import Index
 from mel.linker.features import (
@@ -67,8 +68,12 @@ class FusedLinker:
 
     def __post_init__(self) -> None:
         self.names = self.index.tables.get("names")
-        self.aliases = self.index.tables.get("aliases")
-        self._totals = link_totals(self.aliases) if self.aliases is not None else None
+        self.use_aliases(self.index.tables.get("aliases"))
+
+    def use_aliases(self, table: AliasTable | None) -> None:
+        """Look mentions up in this alias table (the index's own by default)."""
+        self.aliases = table
+        self._totals = link_totals(table) if table is not None else None
 
     # -- the ranker protocol ---------------------------------------------------
 

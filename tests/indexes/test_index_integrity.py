@@ -185,17 +185,18 @@ def label_index(tiny_model, tmp_path_factory) -> Path:
 def test_link_and_eval_refuse_a_tampered_index_and_no_verify_skips(label_index, tmp_path):
     index = tmp_path / "idx"
     shutil.copytree(label_index, index)
-    qids = index / "shard-00000" / "qids.npy"
+    view = index / "views" / "string"
+    qids = view / "shard-00000" / "qids.npy"
     rewrite_npy(qids, lambda a: a.fill(90))  # every entry now says Paris (Q90 is in the index)
     out = tmp_path / "out.jsonl"
     for command in (["link", str(DATA / "docs.jsonl"), "-o", str(out)], ["eval", "jsonl", str(DATA / "docs.jsonl")]):
         result = CliRunner().invoke(main, [*command, "--index", str(index), "-q"])
         assert result.exit_code == 1, result.output
         assert result.output == (f"mel: error: {qids}: checksum mismatch (the file was changed or damaged); "
-                                 f"`mel index verify {index}` lists every problem\n")
+                                 f"`mel index verify {view}` lists every problem\n")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
     result = CliRunner().invoke(main, ["link", str(DATA / "docs.jsonl"), "-o", str(out), "--index", str(index),
-                                       "-q", "--no-verify"])
+                                       "--method", "labels", "-q", "--no-verify"])
     assert result.exit_code == 0, result.output  # trusted: answered from the tables as they are
     linked = [m["qid"] for line in out.read_text().splitlines() for m in orjson.loads(line)["mentions"]]
     assert linked and set(linked) == {"Q90"}

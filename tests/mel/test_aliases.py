@@ -157,11 +157,11 @@ def test_label_index_of_alias_strings(tiny_model, tmp_path):
     built = runner.invoke(main, ["index", "build", "--aliases", str(tmp_path / "aliases"), "--model", str(tiny_model),
                                  "-o", str(out), "-q", "--exact"])
     assert built.exit_code == 0, built.output
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "views" / "string" / "manifest.json").read_text())
     assert manifest["query_encoding"] == "string"
     assert manifest["counts"]["by_kind"] == {"label": 10}  # 8 aliases, two with 2 QIDs
     assert manifest["sources"]["aliases"][0]["cased"] is True
-    index = Index(out)
+    index = Index(out / "views" / "string")
     entries = [index.entry(i) for i in range(len(index))]
     granada = [(e.qid, e.label) for e in entries if e.label == "Granada"]
     assert granada == [("Q8810", "Granada"), ("Q769", "Granada")]

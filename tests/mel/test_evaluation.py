@@ -110,8 +110,8 @@ def close(a: float, b: float) -> bool:
 @pytest.mark.slow
 def test_mewsli9_recall_micro_macro_splits_and_upper_bound(mewsli, label_index, tmp_path):
     report_path = tmp_path / "out" / "report.json"
-    result = run("eval", "mewsli9", mewsli, "--index", label_index, "--k", "1,10", "--precision", "fp32", "--exact",
-                 "--report", report_path)
+    result = run("eval", "mewsli9", mewsli, "--index", label_index, "--method", "biencoder", "--k", "1,10",
+                 "--precision", "fp32", "--exact", "--report", report_path)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     results = report["results"]
@@ -152,7 +152,7 @@ def test_mewsli9_recall_micro_macro_splits_and_upper_bound(mewsli, label_index, 
     assert report["dataset"]["mentions_sha256"]["de"] == hashlib.sha256(
         (mewsli / "de" / "mentions.tsv").read_bytes()).hexdigest()
     assert report["index"]["manifest_sha256"] == hashlib.sha256(
-        (label_index / "manifest.json").read_bytes()).hexdigest()
+        (label_index / "views" / "string" / "manifest.json").read_bytes()).hexdigest()
     assert report["index"]["query_encoding"] == "string"
     assert report["model"]["checksum"] == report["model"]["index_model_checksum"]
     assert report["model"]["precision"] == "fp32"
@@ -185,8 +185,8 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
     """A description index, mentions in context: eval's R@K is what `mel link` answers."""
     index = build_index(write_kb(tmp_path / "kb.jsonl"), tmp_path / "desc")
     report_path = tmp_path / "report.json"
-    result = run("eval", "mewsli9", mewsli, "--index", index, "--k", "1,10", "--precision", "fp32", "--exact",
-                 "--report", report_path)
+    result = run("eval", "mewsli9", mewsli, "--index", index, "--method", "biencoder", "--k", "1,10", "--precision",
+                 "fp32", "--exact", "--report", report_path)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["index"]["query_encoding"] == "context"
@@ -204,7 +204,8 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
                                       "mentions": [{"start": mention.span.start, "end": mention.span.end,
                                                     "qid": f"Q{mention.gold}"}]}) + "\n")
     linked = tmp_path / "linked.jsonl"
-    link = run("link", docs, "--index", index, "-o", linked, "--top-k", "10", "--precision", "fp32", "--exact", "-q")
+    link = run("link", docs, "--index", index, "--method", "biencoder", "-o", linked, "--top-k", "10", "--precision",
+               "fp32", "--exact", "-q")
     assert link.exit_code == 0, link.output
     hits: dict[str, list[int]] = {"de": [0, 0], "es": [0, 0]}
     for line in linked.read_text().splitlines():
@@ -294,12 +295,13 @@ def test_methods_differ(default_model, tmp_path):
 
 @pytest.mark.slow
 def test_methods_are_refused_with_the_wrong_source(mewsli, label_index, default_model, tmp_path):
-    desc = build_index(write_kb(tmp_path / "kb.jsonl"), tmp_path / "desc")
+    desc = build_index(write_kb(tmp_path / "kb.jsonl"), tmp_path / "desc", "--kinds", "description")
     refused = run("eval", "mewsli9", mewsli, "--method", "olpeat", "--index", desc)
     assert refused.exit_code == 1
-    assert "--method olpeat queries with the mention string alone" in refused.output
-    assert "mel index build --aliases" in refused.output
+    assert "--method olpeat searches the string view, which" in refused.output and "--kinds label" in refused.output
     assert "--kinds label" in run("eval", "mewsli9", mewsli, "--method", "labels", "--index", desc).output
+    old = run("eval", "mewsli9", mewsli, "--method", "olpeat", "--index", desc / "views" / "context")
+    assert old.exit_code == 1 and "--method olpeat queries with the mention string alone" in old.output
     assert "needs --aliases" in run("eval", "mewsli9", mewsli, "--method", "alias").output
     assert "needs --index" in run("eval", "mewsli9", mewsli).output
     build_alias_table(tmp_path / "a", ["tests/data/damuel/es"])

@@ -14,7 +14,8 @@ from mel.cli import main
 from mel.encoding import Encoder
 from mel.errors import InputError
 from mel.indexes.searcher import Index
-from mel.indexing import KBSelection, pending_entries, query_encoding
+from mel.indexing import KBSelection, pending_entries, view_kinds
+from mel.linker.folder import table_path, view_path
 from mel.mentions import MentionSpan
 from mel.models import ModelFolder
 from mel.retrieval import EncoderSettings, Retriever
@@ -27,28 +28,36 @@ def build(*args):
     return CliRunner().invoke(main, ["index", "build", *args])
 
 
+def context_view(out):
+    return view_path(out, "context")
+
+
 def test_damuel_and_jsonl_with_contexts_in_several_shards(tiny_model, tmp_path):
     out = tmp_path / "idx"
-    result = build("--kb", f"{DATA}/damuel/es", "--kb", f"{DATA}/kb.jsonl", "--contexts", f"{DATA}/damuel/es",
-                   "--model", str(tiny_model), "-o", str(out), "--shard-size", "3", "-q")
+    result = build("--kb", f"{DATA}/damuel/es", "--kb", f"{DATA}/kb.jsonl", "--links", f"{DATA}/damuel/es",
+                   "--kinds", "description,context", "--model", str(tiny_model), "-o", str(out), "--shard-size", "3",
+                   "-q")
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "manifest.json").read_text())
+    top = json.loads((out / "manifest.json").read_text())
+    assert top["format"] == "mel.index.v2" and top["views"] == ["context"] and top["tables"] == ["names", "aliases"]
+    assert top["model"]["identity"] == ModelFolder.open(tiny_model).identity
+    manifest = json.loads((context_view(out) / "manifest.json").read_text())
     counts = manifest["counts"]
     # 5 DaMuEL entities + 5 KB lines as descriptions; 5 wiki-origin links as contexts.
     assert counts["by_kind"] == {"description": 10, "context": 5}
     assert counts["entries"] == 15 and len(manifest["shards"]) == 5
     assert counts["by_kind_language"]["context"] == {"es": 5}
     assert manifest["query_encoding"] == "context"
-    assert manifest["model"]["checksum"] == ModelFolder.open(tiny_model).manifest.checksum
     assert "left out 1: link with origin 'damuel' (not selected)" in result.output
-    assert "15 entries of" in result.output
+    assert "context view: 15 entries of" in result.output
+    assert "aliases table: " in result.output
 
 
 def test_entries_of_one_qid_collapse_to_the_best(tiny_model, tmp_path):
     out = tmp_path / "idx"
-    assert build("--kb", f"{DATA}/damuel/es", "--contexts", f"{DATA}/damuel/es", "--model", str(tiny_model),
+    assert build("--kb", f"{DATA}/damuel/es", "--links", f"{DATA}/damuel/es", "--model", str(tiny_model),
                  "-o", str(out), "--shard-size", "2", "-q").exit_code == 0
-    retriever = Retriever.open(out, EncoderSettings(model=str(tiny_model), precision="fp32"))
+    retriever = Retriever.open(context_view(out), EncoderSettings(model=str(tiny_model), precision="fp32"))
     index = retriever.index
     # Query with the stored vector of a context entry of Q183 (Alemania, which has two contexts).
     kinds = [index.entry(i).kind for i in range(len(index))]
@@ -78,7 +87,7 @@ def test_malformed_kb_is_reported_line_by_line(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     for line in (2, 3, 4, 5):
         assert f"{kb}:{line}: " in result.output
-    assert "2 entries of 2 QIDs" in result.output
+    assert "context view: 2 entries of 2 QIDs" in result.output and "string view: 2 entries of 2 QIDs" in result.output
 
     strict = build("--kb", str(kb), "--model", str(tiny_model), "-o", str(tmp_path / "idx2"), "-q", "--strict")
     assert strict.exit_code == 1
@@ -86,23 +95,26 @@ def test_malformed_kb_is_reported_line_by_line(tiny_model, tmp_path):
     assert not (tmp_path / "idx2").exists()
 
 
-def test_label_kind_is_queried_with_strings_and_mixing_is_refused(tiny_model, tmp_path):
-    assert query_encoding(["label"]) == "string"
-    with pytest.raises(InputError, match="two indexes"):
-        query_encoding(["description", "label"])
+def test_label_kind_is_the_string_view_queried_with_strings(tiny_model, tmp_path):
+    assert view_kinds(["label"]) == {"string": ("label",)}
+    assert view_kinds(["description", "label", "context"]) == {"string": ("label",),
+                                                               "context": ("description", "context")}
+    with pytest.raises(InputError, match="unknown entry kind"):
+        view_kinds(["alias"])
     entries = list(pending_entries(KBSelection(kb=[f"{DATA}/kb.jsonl"], kinds=("label",))))
-    assert [(e.qid, e.text) for e in entries if e.qid == "Q90"] == [("Q90", "Paris"), ("Q90", "City of Light")]
+    # A label entry keeps the name itself as its label (the linker compares mentions with it).
+    assert [(e.qid, e.text, e.label) for e in entries if e.qid == "Q90"] == [
+        ("Q90", "Paris", "Paris"), ("Q90", "City of Light", "City of Light")]
     result = build("--kb", f"{DATA}/kb.jsonl", "--kinds", "label", "--model", str(tiny_model),
                    "-o", str(tmp_path / "labels"), "-q")
     assert result.exit_code == 0, result.output
-    retriever = Retriever.open(tmp_path / "labels", EncoderSettings(model=str(tiny_model), precision="fp32"))
+    view = view_path(tmp_path / "labels", "string")
+    retriever = Retriever.open(view, EncoderSettings(model=str(tiny_model), precision="fp32"))
     assert retriever.query_encoding == "string"
     text = "we met in paris"
     ids = retriever.query_ids([MentionSpan(text, 10, 15)])[0]
     assert ids == Encoder(ModelFolder.open(tiny_model), precision="fp32").tokens.strings(["paris"])[0]
-    mixed = build("--kb", f"{DATA}/kb.jsonl", "--kinds", "description,label", "--model", str(tiny_model),
-                  "-o", str(tmp_path / "mixed"), "-q")
-    assert mixed.exit_code == 1 and "two indexes" in mixed.output
+    assert (table_path(tmp_path / "labels", "names") / "manifest.json").is_file()
 
 
 @pytest.mark.scann
@@ -112,12 +124,15 @@ def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
                  "-q").exit_code == 0
     info = CliRunner().invoke(main, ["index", "info", str(out)])
     assert info.exit_code == 0 and "description" in info.output and "shard-00002" in info.output
+    assert "names (" in info.output and "the default shipped with mel" in info.output
     as_json = json.loads(CliRunner().invoke(main, ["index", "info", str(out), "--json"]).output)
-    assert as_json["entries"] == 5 and as_json["languages"] == {"de": 1, "en": 3, "ja": 1}
+    assert as_json["views"] == ["string", "context"]
+    context = as_json["view_info"]["context"]
+    assert context["entries"] == 5 and context["languages"] == {"de": 1, "en": 3, "ja": 1}
     ok = CliRunner().invoke(main, ["index", "verify", str(out)])
     assert ok.exit_code == 0, ok.output
     assert "matches" in ok.output and "OK" in ok.output
-    vectors = out / "shard-00001" / "scann" / "dataset.npy"
+    vectors = context_view(out) / "shard-00001" / "scann" / "dataset.npy"
     data = bytearray(vectors.read_bytes())
     data[-3] ^= 0x01
     vectors.write_bytes(bytes(data))
@@ -135,8 +150,9 @@ def test_a_different_model_is_refused_unless_allowed(tiny_model, tmp_path):
     out = tmp_path / "idx"
     assert build("--kb", f"{DATA}/kb.jsonl", "--model", str(tiny_model), "-o", str(out), "-q").exit_code == 0
     with pytest.raises(Exception, match="allow-model-mismatch"):
-        Retriever.open(out, EncoderSettings(model=str(other)))
-    assert Retriever.open(out, EncoderSettings(model=str(other)), allow_model_mismatch=True).index.dim == 32
+        Retriever.open(context_view(out), EncoderSettings(model=str(other)))
+    assert Retriever.open(context_view(out), EncoderSettings(model=str(other)),
+                          allow_model_mismatch=True).index.dim == 32
     verify = CliRunner().invoke(main, ["index", "verify", str(out), "--model", str(other)])
     assert verify.exit_code == 1 and "differs from the index" in verify.output
 
@@ -165,7 +181,7 @@ def test_resume_continues_an_interrupted_build(tiny_model, tmp_path, monkeypatch
     assert resumed.exit_code == 0, resumed.output
     fresh = tmp_path / "fresh"
     assert build(*common, "-o", str(fresh)).exit_code == 0
-    a, b = Index(out), Index(fresh)
+    a, b = Index(context_view(out)), Index(context_view(fresh))
     assert len(a) == len(b) == 10
     assert np.allclose(a.vectors(np.arange(10)), b.vectors(np.arange(10)), atol=1e-6)
     assert list(a.entry_qids(np.arange(10))) == list(b.entry_qids(np.arange(10)))
@@ -219,7 +235,7 @@ def test_a_kb_qid_beyond_int64_is_a_bad_line_not_a_crash(tiny_model, tmp_path):
     assert f"e.g. {kb}:1: not a Wikidata item id ('Q9223372036854775808')" in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"]["skipped"] == {"not a Wikidata item id": 1}
-    assert manifest["counts"]["entries"] == len((ROOT_DATA / "kb.jsonl").read_text().splitlines())
+    assert manifest["counts"]["views/context"]["entries"] == len((ROOT_DATA / "kb.jsonl").read_text().splitlines())
 
 
 def interrupted_build(kb: Path, out: Path, tiny_model, monkeypatch) -> list[str]:
@@ -260,8 +276,9 @@ def test_resume_refuses_a_kb_that_changed(tiny_model, tmp_path, monkeypatch, cha
     result = build(*args, "--resume")
     assert result.exit_code == 1  # it used to succeed, mixing old and new entries
     what = "size" if change == "appended" else "content"
-    assert result.output == (f"mel: error: {tmp_path}/.idx.partial: cannot resume: --kb {kb} changed since the "
-                             f"unfinished build (its {what} differs); build again without --resume to start over\n")
+    assert result.output == (f"mel: error: {tmp_path}/.idx.partial/views/.string.partial: cannot resume: --kb {kb} "
+                             f"changed since the unfinished build (its {what} differs); build again without "
+                             "--resume to start over\n")
     assert build(*args).exit_code == 0  # starting over works
 
 

@@ -76,7 +76,8 @@ def test_golden_multilingual_links(label_index, tmp_path):
         assert [m["qid"] for m in record["mentions"]] == EXPECTED[record["id"]], record
         for mention in record["mentions"]:
             assert len(mention["candidates"]) == 3
-            assert mention["candidates"][0] == {"qid": mention["qid"], "score": mention["score"]}
+            top = mention["candidates"][0]
+            assert (top["qid"], top["score"]) == (mention["qid"], mention["score"]) and top["views"]
     assert records[0]["mentions"][0]["gold_qid"] == "Q142"  # gold kept, never overwritten
     assert records[4]["text"] == "She landed in Paris on Monday."  # inline markers removed
     assert records[4]["mentions"][0]["start"] == 14 and records[4]["note"] == "kept"
@@ -165,7 +166,7 @@ def test_empty_documents_and_no_mentions_pass_through(label_index, tmp_path):
 
 def test_order_is_kept_across_many_small_chunks(label_index, tmp_path):
     records = [dict(CORPUS[i % 4], id=f"doc{i}") for i in range(300)]
-    ranker = RetrieverRanker(Retriever.open(label_index, EncoderSettings(batch_size=3)))
+    ranker = RetrieverRanker(Retriever.open(label_index / "views" / "string", EncoderSettings(batch_size=3)))
     sink = io.BytesIO()
 
     class Sink(JsonlWriter):
