@@ -115,14 +115,18 @@ def main() -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, groups, base = [], [], 0
     for name in FIT_ON:
         index = linker_data.build(linker_data.kb_path(name), work / f"index-{name}")
         part = rows_for(name, index, work)
         print(f"{name}: {part.mentions:,} mention rows, {len(part.y):,} candidates", flush=True)
         rows.append(part)
+        # The copies of a document (without and with a simulated alias table) share a fold.
+        count = len(documents(name))
+        groups.extend(base + doc % count for doc in part.mention_doc)
+        base += count
     everything = concatenate(rows)
-    reranker = fit_reranker(everything, FitSettings(), meta={"fitted_on": FIT_ON})
+    reranker = fit_reranker(everything, FitSettings(), meta={"fitted_on": FIT_ON}, groups=groups)
     write_json(args.out, reranker.to_json())
     print(f"{args.out}: {len(reranker.trees)} trees; in-sample {measure(reranker, everything)['R@1']:.3f} R@1")
     return 0

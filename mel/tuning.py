@@ -39,7 +39,7 @@ from mel.evaluation import (
 )
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
-from mel.linker.features import FEATURES
+from mel.linker.features import COLUMN, FEATURES
 from mel.linker.folder import RERANKER_FILE
 from mel.linker.model import Calibration, Reranker, Tree, calibrated, softmax_probabilities
 from mel.linker.ranker import FusedLinker
@@ -50,6 +50,7 @@ from mel.streams import SkipReport
 
 HELD_OUT_EVERY = 5  # document i is held out when i % 5 == 4
 MIN_PLATT_MENTIONS = 100
+HARD_RANK = 5  # a negative this near the top of a view is a hard one
 
 
 @dataclass
@@ -142,8 +143,9 @@ class FitSettings:
     subsample: float = 0.8
     folds: int = 3
     seed: int = 0
-    # The trees see every positive row and a random share of the negatives, at most this many
-    # rows in all (the calibration, fitted on every row, absorbs the shift in the base rate).
+    # The trees see every positive row and the hard negatives (near the top of a view, or
+    # matching the mention's name or an alias), then a random share of the rest, at most this
+    # many rows in all (the calibration, fitted on every row, absorbs the shift in the base rate).
     max_rows: int = 150_000
 
 
@@ -157,15 +159,30 @@ def _fit_trees(rows: TrainingRows, settings: FitSettings):
     model = GradientBoostingClassifier(n_estimators=settings.trees, max_depth=settings.depth,
                                        learning_rate=settings.learning_rate, subsample=settings.subsample,
                                        random_state=settings.seed)
+    keep = _kept_rows(rows, settings)
+    model.fit(rows.X[keep], rows.y[keep])
+    return model
+
+
+def _kept_rows(rows: TrainingRows, settings: FitSettings) -> np.ndarray:
+    """The rows the trees are fitted on (FitSettings.max_rows): a uniform sample would mostly drop
+    the few negatives that decide hard cases (the exact label that a strong prior overrides)."""
     keep = np.ones(len(rows.y), dtype=bool)
     negatives = np.flatnonzero(rows.y == 0)
     room = settings.max_rows - int(rows.y.sum())
-    if len(rows.y) > settings.max_rows and room < len(negatives):
-        rng = np.random.default_rng(settings.seed)
-        keep[negatives] = False
-        keep[rng.choice(negatives, size=max(room, 1), replace=False)] = True
-    model.fit(rows.X[keep], rows.y[keep])
-    return model
+    if len(rows.y) <= settings.max_rows or room >= len(negatives):
+        return keep
+    X = rows.X[negatives]
+    hard = ((X[:, COLUMN["string_rank"]] < HARD_RANK) | (X[:, COLUMN["context_rank"]] < HARD_RANK)
+            | (X[:, COLUMN["loose"]] == 1) | (X[:, COLUMN["alias_found"]] == 1))
+    rng = np.random.default_rng(settings.seed)
+    first, rest = negatives[hard], negatives[~hard]
+    if len(first) > room:
+        first = rng.choice(first, size=max(room, 1), replace=False)
+    chosen = np.concatenate([first, rng.choice(rest, size=min(len(rest), room - len(first)), replace=False)])
+    keep[negatives] = False
+    keep[chosen] = True
+    return keep
 
 
 def _export(model, meta: dict, calibration: Calibration) -> Reranker:
@@ -243,9 +260,12 @@ def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str]) -> d
     return out
 
 
-def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta: dict | None = None) -> Reranker:
-    """Trees on every row; calibration on out-of-fold predictions (folds by document)."""
-    folds = np.array(rows.mention_doc) % settings.folds
+def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta: dict | None = None,
+                 groups: Sequence[int] | None = None) -> Reranker:
+    """Trees on every row; calibration on out-of-fold predictions (folds by document, or by
+    `groups`, one number per mention: mentions of one group share a fold, as copies of one
+    document must, or the held-out predictions would have seen their twins)."""
+    folds = np.array(rows.mention_doc if groups is None else groups) % settings.folds
     oof = np.zeros(len(rows.y))
     for fold in range(settings.folds):
         held = folds == fold

@@ -72,6 +72,8 @@ def link(input_path, index_dir, aliases_dir, method, output, errors_path, top_k,
     ranker = open_ranker(method, index=index_dir, aliases=aliases_dir, encoder=encoder, exact=exact,
                          allow_model_mismatch=allow_model_mismatch, announce=note, explain=explain,
                          verify=not no_verify)
+    for line in ranker.notes:
+        note(line)
     options = LinkOptions(top_k=top_k, min_score=min_score, min_prob=min_prob, strict=strict)
     with link_progress(enabled=not quiet) as progress:
         stats = run_link(input_path, ranker, output, errors_path=errors_path, options=options, progress=progress)

@@ -15,7 +15,8 @@ Features (FEATURES, one column each):
   name_token_set: RapidFuzz similarity to the nearest name; names: how many names the
   entity has; ambiguity: how many entities share the mention's loose name;
 - prior, prior_count, link_popularity, has_links, alias_found: P(entity | alias) and
-  counts from training links, and the entity's total links;
+  counts from training links, and the entity's total links; prior_gap: the mention's best
+  prior minus this one's (a strong prior for another entity counts against an exact label);
 - log_qid: log10 of the QID number (older Wikidata items are the better-known ones);
 - lang_match: the best-matching name is in the document's language;
 - mention_length, mention_tokens, mention_upper: the mention's shape;
@@ -41,7 +42,7 @@ FEATURES = (
     "string_score", "string_rank", "string_gap", "string_found", "has_string",
     "context_score", "context_rank", "context_gap", "context_found", "has_context",
     "exact", "folded", "loose", "name_ratio", "name_token_set", "names", "ambiguity",
-    "prior", "prior_count", "link_popularity", "has_links", "alias_found",
+    "prior", "prior_count", "link_popularity", "has_links", "alias_found", "prior_gap",
     "log_qid", "lang_match",
     "mention_length", "mention_tokens", "mention_upper",
     "coref_longer", "same_top", "coherence",
@@ -133,7 +134,8 @@ def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention
     return ViewScores(score, rank, entry, found_mask)
 
 
-def _gap(score: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+def gap_to_best(score: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+    """Each row's distance to the best score among its mention's rows."""
     top = np.full(n, -1.0, dtype=np.float32)
     np.maximum.at(top, mention, score)
     return top[mention] - score

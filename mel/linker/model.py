@@ -170,7 +170,11 @@ def calibrated(logits: np.ndarray, mention: np.ndarray, langs: list[str], calibr
     c = np.array([calibration.platt.get(lang, calibration.platt["*"])[1] for lang in langs])[mention] \
         if len(mention) else np.zeros(0)
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
-    return 1.0 / (1.0 + np.exp(-(a * np.log(clipped / (1 - clipped)) + c)))
+    scaled = 1.0 / (1.0 + np.exp(-(a * np.log(clipped / (1 - clipped)) + c)))
+    # At most one candidate is right: Platt can lift two close ones above a total of 1; scale those back.
+    total = np.zeros(int(mention.max()) + 1 if len(mention) else 0)
+    np.add.at(total, mention, scaled)
+    return scaled / np.maximum(total, 1.0)[mention]
 
 
 def read_reranker(path: str | os.PathLike | None, expected_features: tuple[str, ...]) -> Reranker:

@@ -27,6 +27,7 @@ from mel.linker.features import (
     CandidateRows,
     document_features,
     fuzzy_hits,
+    gap_to_best,
     link_totals,
     log_qid,
     loose_key,
@@ -196,6 +197,7 @@ class FusedLinker:
             X[r, COLUMN["prior"]] = alias_hits[m].get(q, 0.0)
             X[r, COLUMN["prior_count"]] = safe_log1p(alias_counts[m].get(q, 0))
             X[r, COLUMN["alias_found"]] = q in alias_counts[m]
+        X[:, COLUMN["prior_gap"]] = gap_to_best(X[:, COLUMN["prior"]], rows.mention, n)
         if self.aliases is not None and self._totals is not None:
             X[:, COLUMN["link_popularity"]] = popularity(self.aliases, self._totals, rows.qid)
             X[:, COLUMN["has_links"]] = 1.0
@@ -222,9 +224,7 @@ class FusedLinker:
         scores = view_scores(index, queries, result, rows.mention, rows.qid)
         X[:, COLUMN[f"{view}_score"]] = scores.score
         X[:, COLUMN[f"{view}_rank"]] = scores.rank
-        top = np.full(n, -1.0, dtype=np.float32)
-        np.maximum.at(top, rows.mention, scores.score)
-        X[:, COLUMN[f"{view}_gap"]] = top[rows.mention] - scores.score
+        X[:, COLUMN[f"{view}_gap"]] = gap_to_best(scores.score, rows.mention, n)
         X[:, COLUMN[f"{view}_found"]] = scores.found
         X[:, COLUMN[f"has_{view}"]] = 1.0
         return scores.entry

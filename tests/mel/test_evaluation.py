@@ -219,8 +219,8 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
     # Seven QIDs in the index: R@10 finds every linkable gold QID that is in it.
     assert report["results"]["es"]["hits"]["10"] == 5 and report["results"]["de"]["hits"]["10"] == 4
 
-    jsonl = run("eval", "jsonl", docs, "--index", index, "--k", "1,10", "--precision", "fp32", "--exact",
-                "--report", tmp_path / "jsonl.json", "-q")
+    jsonl = run("eval", "jsonl", docs, "--index", index, "--method", "biencoder", "--k", "1,10", "--precision", "fp32",
+                "--exact", "--report", tmp_path / "jsonl.json", "-q")
     assert jsonl.exit_code == 0, jsonl.output
     again = json.loads((tmp_path / "jsonl.json").read_text())
     assert again["results"]["es"]["hits"] == report["results"]["es"]["hits"]

@@ -66,29 +66,48 @@ def test_an_alias_prior_overrides_a_closer_label(default_model, tmp_path):
     assert "aliases" in found["Q60"]["views"] and "names" in found["Q4875340"]["views"]
 
 
+CASES = json.loads((Path(__file__).parents[2] / "data" / "linker-cases.json").read_text(encoding="utf-8"))
+
+
+def case_docs(name: str, with_gold: bool) -> list[dict]:
+    return [doc(f"{name}{i}", text, *((s, q if with_gold else None) for s, q in spans))
+            for i, (text, spans) in enumerate(CASES[name])]
+
+
+def tuned_case_index(tmp_path: Path, name: str) -> Path:
+    """An index of the case's KB, tuned on its hand-written training documents (the shipped
+    default is fitted on sets without descriptions or many repeated names: tuning teaches the
+    reranker what a user's own gold data shows)."""
+    index = build(tmp_path, name, [entity(q, label, description) for q, label, description in CASES[f"{name}_kb"]])
+    gold = write_jsonl(tmp_path / f"{name}-gold.jsonl", case_docs(f"{name}_train", with_gold=True))
+    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "-q")
+    assert result.exit_code == 0, result.output
+    return index
+
+
+def gold_of(name: str) -> list[list[str]]:
+    return [[q for _, q in spans] for _, spans in CASES[name]]
+
+
 def test_a_later_short_mention_follows_an_earlier_long_one(default_model, tmp_path):
-    kb = [entity("Q41421", "Michael Jordan", aliases=("Air Jordan",)), entity("Q810", "Jordan"),
-          entity("Q3808", "Chicago Bulls"), *DISTRACTORS]
-    index = build(tmp_path, "coref", kb)
-    alone, together = link(index, tmp_path, [
-        doc("a", "Jordan is a country in the Middle East.", ("Jordan", None)),
-        doc("b", "Michael Jordan scored 40 points for the Chicago Bulls. Afterwards Jordan thanked the fans.",
-            ("Michael Jordan", None), ("Chicago Bulls", None), ("Jordan", None)),
-    ])
-    assert alone["mentions"][0]["qid"] == "Q810"
-    assert [m["qid"] for m in together["mentions"]] == ["Q41421", "Q3808", "Q41421"]
+    index = tuned_case_index(tmp_path, "coref")
+    linked = link(index, tmp_path, case_docs("coref_test", with_gold=False), "--explain")
+    assert [[m["qid"] for m in r["mentions"]] for r in linked] == gold_of("coref_test")
+    later = linked[1]["mentions"][2]  # "Jordan" after "Michael Jordan": the country is the exact label
+    by_qid = {c["qid"]: c["features"] for c in later["candidates"]}
+    assert by_qid["Q41421"]["coref_longer"] == 1 and by_qid["Q810"]["coref_longer"] == 0
+    assert by_qid["Q810"]["exact"] == 1 and by_qid["Q41421"]["exact"] == 0
 
 
 def test_context_separates_two_entities_of_one_name_when_descriptions_exist(default_model, tmp_path):
-    kb = [entity("Q312", "Apple", "American technology company that makes the iPhone, the iPad and Mac computers"),
-          entity("Q89", "Apple", "sweet fruit of the apple tree, eaten raw or baked in pies"), *DISTRACTORS]
-    index = build(tmp_path, "context", kb)
-    tech, fruit = link(index, tmp_path, [
-        doc("t", "Apple unveiled a new iPhone and a faster Mac laptop at its developer event.", ("Apple", None)),
-        doc("f", "She picked a ripe red Apple from the tree in the orchard and baked a pie.", ("Apple", None)),
-    ])
-    assert tech["mentions"][0]["qid"] == "Q312" and fruit["mentions"][0]["qid"] == "Q89"
-    assert "context" in tech["mentions"][0]["candidates"][0]["views"]
+    index = tuned_case_index(tmp_path, "context")
+    linked = link(index, tmp_path, case_docs("context_test", with_gold=False))
+    chosen = [[m["qid"] for m in r["mentions"]] for r in linked]
+    right = sum(c == g for c, g in zip(chosen, gold_of("context_test"), strict=True))
+    # Every pair is one label twice (string evidence ties); half the time the right one has the higher QID.
+    assert right >= 9, list(zip(chosen, gold_of("context_test")))
+    assert chosen[:2] == [["Q312"], ["Q89"]]
+    assert all("context" in r["mentions"][0]["candidates"][0]["views"] for r in linked)
 
 
 def test_probabilities_views_explain_and_min_prob(default_model, tmp_path):

@@ -82,7 +82,7 @@ def _oracle_r1(rows: TrainingRows) -> float:
     hits = 0
     for m in range(rows.mentions):
         mine = np.flatnonzero(rows.mention == m)
-        hits += rows.y[mine[np.argmax(score[mine])]]
+        hits += int(rows.y[mine[np.argmax(score[mine])]])
     return hits / rows.mentions
 
 
@@ -115,3 +115,11 @@ def test_the_default_reranker_ships_and_reads():
     default = read_reranker(None, FEATURES)
     assert default.trees and default.features == FEATURES
     assert set(default.meta.get("fitted_on", {})) >= {"sample"}
+
+
+def test_calibrated_probabilities_of_a_mention_never_sum_above_one():
+    # Two equally likely candidates: an expanding Platt map lifts each above 0.5.
+    logits, mention = np.array([2.0, 2.0, -5.0, 0.0]), np.array([0, 0, 0, 1])
+    p = calibrated(logits, mention, ["en", "en"], Calibration(1.0, -10.0, {"*": (3.0, 1.0)}))
+    assert p[:3].sum() <= 1 + 1e-9 and abs(p[0] - p[1]) < 1e-12 and p[0] > 0.45
+    assert 0.5 < p[3] < 1  # a lone candidate keeps its Platt probability
