@@ -71,6 +71,7 @@ def eval_group() -> None:
 
 
 def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path):
+    """The ranker, its notes printed (_finish prints only those added while evaluating)."""
     from mel.artifacts import check_writable
     from mel.cli.errors import note
     from mel.methods import open_ranker
@@ -85,12 +86,12 @@ def _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, 
     return ranker
 
 
-def _finish(report: dict, report_path: str | None, quiet: bool) -> None:
+def _finish(report: dict, report_path: str | None, quiet: bool, printed: int) -> None:
     from mel.artifacts import write_json
     from mel.cli.errors import note, say
 
     print_eval_report(report)
-    for line in report["notes"]:
+    for line in report["notes"][printed:]:
         note(line)
     unlinkable = report["unlinkable_mentions"]
     for example in unlinkable["examples"] if unlinkable["count"] and not quiet else []:
@@ -200,13 +201,14 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, min_prob, langs, ks, re
     from mel.streams import SkipReport
 
     ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
+    printed = len(ranker.notes)
     parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify=not no_verify,
                              skip_bad=skip_bad, check_md5=not no_check_md5)
     with eval_progress(not quiet) as progress:
         report = run_mewsli_eval(dataset, ranker, method, langs=langs, ks=ks, skip_bad=skip_bad,
                                  check_md5=not no_check_md5, parameters=parameters, min_prob=min_prob,
                                  report=SkipReport(max_examples=10), progress=progress)
-    _finish(report, report_path, quiet)
+    _finish(report, report_path, quiet, printed)
 
 
 @eval_group.command("jsonl")
@@ -233,8 +235,9 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, min_prob, langs, ks, r
     from mel.streams import SkipReport
 
     ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
+    printed = len(ranker.notes)
     parameters = _parameters(method, ks, langs, encoder, exact, allow_model_mismatch, verify=not no_verify)
     with eval_progress(not quiet) as progress:
         report = run_jsonl_eval(input_path, ranker, method, langs=langs, ks=ks, parameters=parameters,
                                 min_prob=min_prob, report=SkipReport(max_examples=10), progress=progress)
-    _finish(report, report_path, quiet)
+    _finish(report, report_path, quiet, printed)

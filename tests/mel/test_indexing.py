@@ -216,7 +216,7 @@ def test_when_every_kb_record_is_skipped_the_error_says_why_and_nothing_stays(ti
     kb = tmp_path / "kb.jsonl"
     kb.write_text('{not json\n{"qid": "P31", "lang": "en", "label": "x"}\n')
     out = tmp_path / "idx"
-    result = build("--kb", str(kb), "--model", str(tiny_model), "-o", str(out), "-q")
+    result = build("--kb", str(kb), "--model", str(tiny_model), "--exact", "-o", str(out), "-q")
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mel: error: no entries: every KB record was skipped")

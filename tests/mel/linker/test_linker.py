@@ -59,6 +59,14 @@ def test_an_alias_prior_overrides_a_closer_label(default_model, tmp_path):
     links = write_jsonl(tmp_path / "links.jsonl", [
         doc(f"t{i}", f"Tourists love the Big Apple in spring number {i}.", ("Big Apple", "Q60")) for i in range(30)])
     index = build(tmp_path, "prior", kb, "--links", links)
+    # Tuned on a few gold mentions other than the links: the shipped default is fitted on sets
+    # whose simulated alias tables hold a handful of links per name, never thirty.
+    gold = write_jsonl(tmp_path / "prior-gold.jsonl", [
+        doc(f"g{i}", f"{place} in the news again, story {i}: the Big Apple and {place}.", (place, qid),
+            ("Big Apple", "Q60"))
+        for i, (place, qid) in enumerate([("Paris", "Q90"), ("Berlin", "Q64")] * 5)])
+    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "-q")
+    assert result.exit_code == 0, result.output
     (record,) = link(index, tmp_path, [doc("d", "We flew to the Big Apple last week.", ("Big Apple", None))])
     mention = record["mentions"][0]
     assert mention["qid"] == "Q60", mention
