@@ -98,9 +98,10 @@ def _datasource(inputs: list[str], block_rows: int):
             sizes = [input_size(path) for path in inputs]
             return None if None in sizes else sum(s or 0 for s in sizes)
 
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_) -> list:
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list:
             return [ReadTask(functools.partial(_read_input, number, path, block_rows),
-                             BlockMetadata(num_rows=None, size_bytes=input_size(path), input_files=[path],
+                             BlockMetadata(num_rows=None, size_bytes=input_size(path), input_files=(path,),
                                            exec_stats=None))
                     for number, path in enumerate(inputs)]
 
