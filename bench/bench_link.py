@@ -83,10 +83,10 @@ def make_index(folder: Path, entries: int, model_dir: Path) -> None:
 
 def run_one(corpus: str, index: str, out: str) -> None:
     """Child process: link `corpus`, print stats and peak RSS as JSON."""
-    from mel.linking import run_link
+    import mel
 
     started = time.perf_counter()
-    stats = run_link(corpus, index, out, precision="int8", device="cpu")
+    stats = mel.Linker.open(index, precision="int8", device="cpu").link_files(corpus, out)
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mentions": stats.mentions, "documents": stats.documents, "wall_s": wall,
