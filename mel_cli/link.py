@@ -38,11 +38,18 @@ class LinkGroup(click.Group):
             return command.invoke(sub_ctx)
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
-        return click.Command.collect_usage_pieces(self, ctx)
+        return [self.options_metavar or "[OPTIONS]", "[INPUTS]..."]
+
+
+class _Inputs(click.Argument):
+    """INPUTS shows in `mel link`'s usage line only, not in `mel link merge`'s."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return []
 
 
 @click.group("link", cls=LinkGroup, invoke_without_command=True)
-@click.argument("inputs", metavar="[INPUTS]...", nargs=-1)
+@click.argument("inputs", metavar="[INPUTS]...", nargs=-1, cls=_Inputs)
 @click.option("--index", "index_dir", type=click.Path(), default=None, help="Index folder (mel index build).")
 @click.option("--aliases", "aliases_dir", type=click.Path(), default=None,
               help="Alias table folder (mel alias build), for --method alias and fuzzy.")
