@@ -58,20 +58,23 @@ def test_a_worker_killed_mid_run_leaves_complete_output_without_duplicates(setup
     outcome = {}
 
     def run():
-        outcome["result"] = ray_link(setup, out, "--workers", 2, "--task-docs", 20)
+        outcome["result"] = ray_link(setup, out, "--workers", 2, "--task-docs", 5)  # ~400 tasks: a long run
 
     thread = threading.Thread(target=run)
     thread.start()
     killed = None
     deadline = time.monotonic() + 240
+    first_seen = None
     while thread.is_alive() and time.monotonic() < deadline and killed is None:
-        partial = list(tmp_path.glob(".run.*.partial/parts/part-*"))
+        written = list(tmp_path.glob(".run.*.partial/parts/part-*"))
         workers = [p for p in psutil.process_iter(["cmdline"])
                    if any("MapWorker(MapBatches(LinkActor))" in part for part in p.info["cmdline"] or [])]
-        if partial and workers:  # the run has written parts and has more to do: kill a worker
+        first_seen = first_seen or (time.monotonic() if workers else None)
+        # Kill a worker once the run has written parts (or has run a while) and has more to do.
+        if workers and (written or time.monotonic() - first_seen > 5):
             killed = workers[0].pid
             os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
+        time.sleep(0.02)
     thread.join(timeout=300)
     assert killed is not None, "the run ended before a worker could be killed"
     result = outcome["result"]
