@@ -205,8 +205,9 @@ def link_with_ray(inputs: list[str], settings: LinkerSettings, out_dir: str, opt
     settings = dataclasses.replace(settings, index=_absolute(settings.index), aliases=_absolute(settings.aliases),
                                    encoder=encoder)
     linker = settings.open(announce)  # the index and model checked once, before any worker starts
-    for note in linker.notes if announce else ():
-        announce(note)
+    if announce is not None:
+        for note in linker.notes:
+            announce(note)
     describe = linker.describe()
     del linker
     names = [path if len(inputs) > 1 else None for path in inputs]
