@@ -13,7 +13,14 @@ from click.testing import CliRunner
 
 from mel.cli import main
 from mel.link_runs import read_run
-from tests.mel.link_corpus import assert_same_records, build_label_index, corpus_lines, read_records, write_lines
+from tests.mel.link_corpus import (
+    LINKER_TOL,
+    assert_same_records,
+    build_label_index,
+    corpus_lines,
+    read_records,
+    write_lines,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -49,7 +56,7 @@ def test_ray_output_merged_equals_plain_link(setup, tmp_path):
     assert sorted(p.name for p in manifest.parts) == sorted(f"parts/{f.name}" for f in (out / "parts").iterdir())
     merged = tmp_path / "merged.jsonl"
     assert CliRunner().invoke(main, ["link", "merge", str(out), "-o", str(merged)]).exit_code == 0
-    assert_same_records(read_records(merged), setup["plain"], tol=1e-5)
+    assert_same_records(read_records(merged), setup["plain"], tol=LINKER_TOL)
 
 
 def test_a_worker_killed_mid_run_leaves_complete_output_without_duplicates(setup, tmp_path):
@@ -85,7 +92,7 @@ def test_a_worker_killed_mid_run_leaves_complete_output_without_duplicates(setup
     assert CliRunner().invoke(main, ["link", "merge", str(out), "-o", str(merged)]).exit_code == 0
     got = read_records(merged)
     assert [r.get("id") for r in got] == [r.get("id") for r in setup["plain"]]  # nothing lost, nothing twice
-    assert_same_records(got, setup["plain"], tol=1e-5)
+    assert_same_records(got, setup["plain"], tol=LINKER_TOL)
 
 
 def test_bad_index_is_one_error_line_before_ray_starts_work(setup, tmp_path):

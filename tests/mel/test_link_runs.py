@@ -13,7 +13,14 @@ from click.testing import CliRunner
 import mel
 from mel.cli import main
 from mel.link_runs import Shard, expand_inputs, owned_records, read_run
-from tests.mel.link_corpus import assert_same_records, build_label_index, corpus_lines, read_records, write_lines
+from tests.mel.link_corpus import (
+    LINKER_TOL,
+    assert_same_records,
+    build_label_index,
+    corpus_lines,
+    read_records,
+    write_lines,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def test_shards_of_one_input_merged_equal_the_unsharded_run(setup, tmp_path):
     merged = tmp_path / "merged.jsonl.zst"
     result = link("merge", *runs, "-o", merged)
     assert result.exit_code == 0, result.output
-    assert_same_records(read_records(merged), read_records(setup["plain"]), tol=1e-5)
+    assert_same_records(read_records(merged), read_records(setup["plain"]), tol=LINKER_TOL)
     errors = tmp_path / "errors.jsonl"
     assert link("merge", *runs[::-1], "-o", tmp_path / "good.jsonl", "--errors", errors).exit_code == 0
     assert [r["error"] for r in read_records(errors)] == [r["error"] for r in read_records(setup["plain"])
@@ -105,7 +112,7 @@ def test_several_inputs_are_sharded_by_file_and_merge_in_order(setup, tmp_path):
                                                                           "part-00002-000000000000.jsonl.zst"]
     merged = tmp_path / "merged.jsonl"
     assert link("merge", *runs, "-o", merged).exit_code == 0
-    assert_same_records(read_records(merged), read_records(plain), tol=1e-5)
+    assert_same_records(read_records(merged), read_records(plain), tol=LINKER_TOL)
 
 
 def test_merge_refuses_what_does_not_add_up_and_writes_nothing(setup, tmp_path):
