@@ -217,7 +217,7 @@ def merge_cmd(runs, output, errors_path, quiet) -> None:
       mel link merge runs/ray -o linked.jsonl --errors bad.jsonl
     """
     from mel.cli.errors import say
-    from mel.link_runs import merge_runs
+    from mel.link_merge import merge_runs
 
     stats = merge_runs(runs, output, errors_path=errors_path)
     if stats.broken_pipe:

@@ -29,6 +29,7 @@ LAYERS = {
     # the jobs
     "mel.linking": (3, "jobs"), "mel.evaluation": (3, "jobs"), "mel.indexing": (3, "jobs"),
     "mel.training": (3, "jobs"), "mel.tuning": (3, "jobs"), "mel.link_runs": (3, "jobs"),
+    "mel.link_merge": (3, "jobs"),
     "mel.index_parts": (3, "jobs"),
     # the Python API over the jobs, and the engines that run it past one process
     "mel.api": (4, "api"),
