@@ -68,6 +68,23 @@ def test_python_api_embed_and_search_answer_like_the_linker(setup):
         model.embed(["x"], role="query")
 
 
+def test_python_api_opens_the_fused_linker_with_the_clis_options(setup, tmp_path):
+    docs = [json.loads(line) for line in setup["lines"][:40] if line.startswith(b'{"id": "d')]
+    source = write_lines(tmp_path / "docs.jsonl", [json.dumps(d).encode() for d in docs])
+    out = tmp_path / "out.jsonl"
+    result = link(source, "--index", setup["index"], "--precision", "fp32", "--min-prob", 0.9, "--explain", "-o", out)
+    assert result.exit_code == 0, result.output
+    linker = mel.Linker.open(setup["index"], precision="fp32", min_prob=0.9, explain=True)
+    assert linker.describe()["method"] == "linker" and linker.ranker.name == "linker"
+    records = list(linker.link(docs))
+    assert records == read_records(out)
+    mentions = [m for r in records for m in r["mentions"]]
+    assert all("features" in c for m in mentions for c in m["candidates"])
+    assert any(m["qid"] is None for m in mentions) and all(m["score"] >= 0.9 for m in mentions if m["qid"])
+    with pytest.raises(mel.errors.InputError, match="min_prob needs method 'linker'"):
+        mel.Linker.open(setup["index"], method="labels", min_prob=0.5)
+
+
 def test_shards_of_one_input_merged_equal_the_unsharded_run(setup, tmp_path):
     runs = [tmp_path / f"run{i}" for i in range(3)]
     for i, run in enumerate(runs):
