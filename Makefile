@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # What each target needs installed: linking needs the CPU runtime only; the tests also torch
-# (CPU build, pinned first so nothing drags in CUDA wheels), transformers and the linters.
+# (CPU build, pinned first so nothing drags in CUDA wheels), transformers, the linters and Ray Data
+# (the mel[ray] engine's tests run in CI).
 DEMO_STAMP := $(VENV)/.mel-cpu
 TEST_STAMP := $(VENV)/.mel-test
 
@@ -19,7 +20,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[cpu,test]'
+	$(BIN)/pip install -q -e '.[cpu,test,ray]'
 	touch $@ $(DEMO_STAMP)
 
 setup: $(TEST_STAMP)

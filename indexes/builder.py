@@ -150,6 +150,7 @@ class IndexWriter:
         total: int | None = None,
         checkpoint_seconds: float = 30.0,
         sources: dict[str, dict] | None = None,
+        first_shard: int = 0,
     ):
         # A symbolic link is kept: the folder it leads to is what gets replaced.
         self.folder = follow_links(folder) if Path(folder).is_symlink() else Path(folder)
@@ -168,6 +169,9 @@ class IndexWriter:
         self.settings = settings
         self.partial = partial_folder(self.folder)
         self.checkpoint_seconds = checkpoint_seconds
+        # The number of this writer's first shard in a larger index (a part of a sharded build): it
+        # seeds ScaNN's training as the single-process build of the whole index would.
+        self.first_shard = first_shard
         self.manifest: IndexManifest | None = None
         self._progress = progress or BuildProgress()
         self.reused_shards = 0
@@ -390,7 +394,7 @@ class IndexWriter:
             self._status(f"{folder.name}: training ScaNN ({config.algorithm.replace('_', ' ')})")
             searcher = build_scann_searcher(
                 folder / VECTORS_FILE, rows, config, self.settings.training_threads, self.partial,
-                seed=len(self._shards),
+                seed=self.first_shard + len(self._shards),
             )  # fmt: skip
             self._status(f"{folder.name}: saving ScaNN searcher")
             staging = folder / (_SCANN_FOLDER + ".tmp")
@@ -422,13 +426,6 @@ class IndexWriter:
             (folder / name).unlink(missing_ok=True)
         self._status("indexing")
 
-    def _qid_set(self) -> np.ndarray:
-        qids = np.empty(0, dtype=QID_DTYPE)
-        for shard in self._shards:
-            shard_qids = load_npy(self.partial / shard.name / "qids.npy", QID_DTYPE, (shard.entries,))
-            qids = np.union1d(qids, shard_qids)
-        return qids.astype(QID_DTYPE, copy=False)
-
     def close(self, late_extra: dict | None = None) -> IndexManifest:
         """Finish the last shard, write the manifest and move the index into place.
 
@@ -442,24 +439,9 @@ class IndexWriter:
                 self._finish_shard()
             if not self._shards:
                 raise NoEntries("no entries were added: an index needs at least one entry")
-            qid_set = self._qid_set()
-            qid_set_path = self.partial / QID_SET_FILE
-            np.save(qid_set_path, qid_set, allow_pickle=False)
-            qid_set_record = FileRecord(sha256_file(qid_set_path), qid_set_path.stat().st_size)
-            manifest = IndexManifest(
-                dim=self.dim,
-                kinds=KINDS,
-                languages=tuple(self._languages),
-                counts=IndexCounts.from_shards(self._shards, len(qid_set)),
-                files={QID_SET_FILE: qid_set_record},
-                shards=tuple(self._shards),
-                settings=self.settings,
-                tool_versions=tool_versions(),
-                command=command_line(),
-                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                extra={**self.extra, **check_extra(late_extra or {})},
-            )
-            write_json(self.partial / MANIFEST_FILE, manifest.to_json())
+            manifest = write_index_manifest(self.partial, self._shards, self._languages, dim=self.dim,
+                                            settings=self.settings,
+                                            extra={**self.extra, **check_extra(late_extra or {})})
             (self.partial / BUILD_STATE_FILE).unlink()
             self._move_into_place()
         except BaseException:
@@ -505,6 +487,31 @@ class IndexWriter:
             self.close()
         else:
             self.abort()
+
+
+def write_index_manifest(folder: Path, shards: Sequence[ShardRecord], languages: Sequence[str], *, dim: int,
+                         settings: IndexSettings, extra: dict) -> IndexManifest:
+    """The index-wide files of a folder whose shards are complete: the QID set and the manifest."""
+    qids = np.empty(0, dtype=QID_DTYPE)
+    for shard in shards:
+        qids = np.union1d(qids, load_npy(folder / shard.name / "qids.npy", QID_DTYPE, (shard.entries,)))
+    qid_set_path = folder / QID_SET_FILE
+    np.save(qid_set_path, qids.astype(QID_DTYPE, copy=False), allow_pickle=False)
+    manifest = IndexManifest(
+        dim=dim,
+        kinds=KINDS,
+        languages=tuple(languages),
+        counts=IndexCounts.from_shards(list(shards), len(qids)),
+        files={QID_SET_FILE: FileRecord(sha256_file(qid_set_path), qid_set_path.stat().st_size)},
+        shards=tuple(shards),
+        settings=settings,
+        tool_versions=tool_versions(),
+        command=command_line(),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        extra=dict(extra),
+    )
+    write_json(folder / MANIFEST_FILE, manifest.to_json())
+    return manifest
 
 
 def build_index(

@@ -45,34 +45,43 @@ class BadRecord:
     raw: bytes
     reason: str
     obj: dict | None = None
+    source: str | None = None  # the input's name in messages, when there are several inputs
 
     @property
     def message(self) -> str:
-        return f"line {self.line_no}: {self.reason}"
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}line {self.line_no}: {self.reason}"
 
 
-def parse_document_line(line: bytes, line_no: int) -> Document | BadRecord:
+def parse_document_line(line: bytes, line_no: int, source: str | None = None) -> Document | BadRecord:
     """Parse one input line; never raises for bad input."""
     try:
         obj = parse_json_object(line)
     except BadLine as exc:
-        return BadRecord(line_no, line, str(exc))
+        return BadRecord(line_no, line, str(exc), source=source)
     # A record nested too deeply to be written back is a bad line, passed through as its
     # raw text (counting brackets first keeps the full check off ordinary lines).
     if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and nested_deeper_than(obj):
-        return BadRecord(line_no, line, f"nested deeper than {MAX_JSON_DEPTH} levels (mel cannot write it back)")
+        return BadRecord(line_no, line, f"nested deeper than {MAX_JSON_DEPTH} levels (mel cannot write it back)",
+                         source=source)
+    return parse_document_object(obj, line_no, line, source)
+
+
+def parse_document_object(obj: dict, line_no: int, raw: bytes = b"", source: str | None = None
+                          ) -> Document | BadRecord:
+    """A Document, or the BadRecord saying why `obj` is not one; never raises for bad input."""
     try:
         return Document.from_json(obj, line_no=line_no)
     except RecordError as exc:
-        return BadRecord(line_no, line, str(exc), obj)
+        return BadRecord(line_no, raw, str(exc), obj, source)
 
 
-def read_documents(path: str | os.PathLike) -> Iterator[Document | BadRecord]:
-    """Yield a Document or a BadRecord for each non-blank line of `path`."""
+def read_documents(path: str | os.PathLike, source: str | None = None) -> Iterator[Document | BadRecord]:
+    """Yield a Document or a BadRecord for each non-blank line of `path` (`source` names it in messages)."""
     for line_no, line in iter_lines(path):
         if not line.strip():
             continue
-        yield parse_document_line(line, line_no)
+        yield parse_document_line(line, line_no, source)
 
 
 def linked_record(doc: Document, predictions: Sequence[Prediction | None]) -> dict[str, Any]:

@@ -171,7 +171,8 @@ def view_kinds(kinds: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return views
 
 
-def _check_selection(selection: KBSelection, kinds: Sequence[str]) -> None:
+def check_selection(selection: KBSelection, kinds: Sequence[str]) -> None:
+    """The checks that the selection makes a valid index (its sources give the kinds asked for)."""
     if "context" in kinds and not selection.links:
         raise InputError("--kinds context needs --links (DaMuEL parts or mel documents with gold qids)")
     if "description" in kinds and not selection.kb:
@@ -209,7 +210,7 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
     """
     kinds = tuple(dict.fromkeys(selection.kinds))
     views = view_kinds(kinds)
-    _check_selection(selection, kinds)
+    check_selection(selection, kinds)
     out = Path(out)
     if out.exists() and not force:
         raise ArtifactError(f"{out} already exists (use --force to replace it)")
@@ -222,7 +223,7 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
         partial.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise cannot_write(out, exc) from None
-    common = _common_record(selection, encoder)
+    common = common_record(selection, encoder)
     # Fingerprints of the sources (sizes, times, content hashes): a resume refuses changed ones.
     sources = {f"--{option} {path}": fingerprint(path)
                for option, paths in (("kb", selection.kb), ("links", selection.links)) for path in paths}
@@ -232,11 +233,11 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
             folder = view_path(partial, view)
             if (folder / MANIFEST_FILE).is_file():
                 continue  # finished before an interruption
-            extra = {**common, "query_encoding": VIEWS[view], "entry_kinds": list(view_kinds_)}
             writers[view] = IndexWriter(folder, encoder.dim, settings=settings, resume=resume, force=True,
-                                        extra=extra, progress=_ViewProgress(progress, view), sources=sources)
+                                        extra=view_extra(common, view, view_kinds_),
+                                        progress=_ViewProgress(progress, view), sources=sources)
         progress.start(sum(w.entries_done for w in writers.values()), None)
-        _fill_views(writers, views, selection, encoder)
+        _fill_views(writers, views, selection, encoder, settings.shard_size)
         built = [view for view in views if view not in writers]
         empty = []
         for view, writer in writers.items():
@@ -249,13 +250,13 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
             raise NoEntries("no entries")
         for view in empty:
             progress.note(f"the {view} view got no entries (kinds {', '.join(views[view])}); left out")
-        tables = _build_tables(partial, selection, progress)
-        manifest = _write_manifest(partial, [v for v in views if v in built], tables, common, selection)
+        tables = build_tables(partial, selection, progress)
+        manifest = write_linker_manifest(partial, [v for v in views if v in built], tables, common,
+                                         selection.report.to_json())
         _move_into_place(partial, out)
     except NoEntries:
         shutil.rmtree(partial, ignore_errors=True)
-        raise InputError(f"no entries: every KB record was skipped or filtered out "
-                         f"({selection.report.summary()})") from None
+        raise no_entries(selection) from None
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -265,9 +266,20 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
     return manifest
 
 
+def no_entries(selection: KBSelection) -> InputError:
+    return InputError(f"no entries: every KB record was skipped or filtered out ({selection.report.summary()})")
+
+
+def view_extra(common: dict, view: str, kinds: Sequence[str]) -> dict:
+    """The caller fields of a view's manifest (before what the reader skipped is known)."""
+    return {**common, "query_encoding": VIEWS[view], "entry_kinds": list(kinds)}
+
+
 def _fill_views(writers: dict[str, IndexWriter], views: dict[str, tuple[str, ...]], selection: KBSelection,
-                encoder: Encoder) -> None:
-    """One pass over the entries: each goes to its view's writer, batched; a resumed view skips what it has."""
+                encoder: Encoder, shard_size: int) -> None:
+    """One pass over the entries: each goes to its view's writer, batched; a resumed view skips what it has.
+    No batch spans two shards of a view, so that a shard's vectors are the same whether one process builds
+    the index or each shard is built apart (`mel.index_parts`)."""
     view_of = {kind: view for view, kinds in views.items() for kind in kinds}
     seen = dict.fromkeys(writers, 0)
     batches: dict[str, list[PendingEntry]] = {view: [] for view in writers}
@@ -283,6 +295,9 @@ def _fill_views(writers: dict[str, IndexWriter], views: dict[str, tuple[str, ...
         if seen[view] <= writers[view].entries_done:
             continue
         batch = batches[view]
+        if batch and (seen[view] - 1) % shard_size == 0:
+            writers[view].add_batch(encode_entries(encoder, batch))
+            batch = batches[view] = []
         batch.append(entry)
         if len(batch) == encoder.batch_size:
             writers[view].add_batch(encode_entries(encoder, batch))
@@ -292,7 +307,7 @@ def _fill_views(writers: dict[str, IndexWriter], views: dict[str, tuple[str, ...
             writers[view].add_batch(encode_entries(encoder, batch))
 
 
-def _build_tables(partial: Path, selection: KBSelection, progress: BuildProgress) -> list[str]:
+def build_tables(partial: Path, selection: KBSelection, progress: BuildProgress) -> list[str]:
     """The name table (from --kb) and the alias table (from --links, or a copy of --aliases)."""
     tables = []
     if selection.kb:
@@ -321,7 +336,8 @@ def _build_tables(partial: Path, selection: KBSelection, progress: BuildProgress
     return tables
 
 
-def _common_record(selection: KBSelection, encoder: Encoder) -> dict:
+def common_record(selection: KBSelection, encoder: Encoder) -> dict:
+    """The fields every manifest of the index shares: model, sources, selection."""
     return {
         "model": model_record(encoder),
         "sources": {"kb": [str(p) for p in selection.kb], "contexts": [str(p) for p in selection.links],
@@ -334,15 +350,16 @@ def _common_record(selection: KBSelection, encoder: Encoder) -> dict:
     }
 
 
-def _write_manifest(partial: Path, views: list[str], tables: list[str], common: dict,
-                    selection: KBSelection) -> dict:
+def write_linker_manifest(partial: Path, views: list[str], tables: list[str], common: dict,
+                          skipped: dict) -> dict:
+    """The linker index's manifest over its built views and tables."""
     parts = {f"views/{v}": sha256_file(view_path(partial, v) / MANIFEST_FILE) for v in views}
     parts.update({f"tables/{t}": sha256_file(table_path(partial, t) / MANIFEST_FILE) for t in tables})
     counts = {f"views/{v}": read_manifest(view_path(partial, v)).counts.to_json() for v in views}
     counts.update({f"tables/{t}": AliasTable.open(table_path(partial, t)).manifest["counts"] for t in tables})
     manifest = {
         "format": LINKER_FORMAT, "views": views, "tables": tables, "parts": parts, "reranker": None,
-        **common, "counts": counts, "skipped": selection.report.to_json(),
+        **common, "counts": counts, "skipped": skipped,
         "tool_versions": tool_versions(), "command": command_line(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -2,14 +2,18 @@
 
     reader thread:   take items from the source, cut chunks of about `chunk_size`
                      units (mentions), prepare each chunk (tokenise)       -> queue
-    calling thread:  rank each chunk (encode with onnxruntime, search)     -> queue
-    consumer thread: consume each chunk (write records, count hits)
+    ranking thread:  rank each chunk (encode with onnxruntime, search)     -> queue
+    calling thread:  consume each chunk (write records, count hits)
 
 Chunks travel in input order, so output order is input order. Queues hold at most
 `depth` chunks, so memory stays flat for any input. onnxruntime, ScaNN and the
 tokenizer release the GIL, which lets the stages overlap. The first error of any
 stage stops the others and is raised in the calling thread; `consume` returning
 False (its reader went away: `mel link … | head`) ends the run quietly.
+
+`iter_stream` hands the ranked chunks to the caller as an iterator (the Python
+API's `Linker.link` yields records from it); `run_stream` consumes them with a
+callback.
 
 This is the only place in the library that starts threads.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -83,26 +87,37 @@ def chunked(items: Iterable[T], units: Callable[[T], int], chunk_size: int,
         yield chunk
 
 
-def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
-               consume: Callable[[list[T], Any], bool], units: Callable[[T], int] = lambda item: 1,
-               chunk_size: int = 1024, depth: int = 3) -> StreamOutcome:
-    """Run `items` through the three stages; see the module docstring."""
+def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
+                units: Callable[[T], int] = lambda item: 1, chunk_size: int = 1024, depth: int = 3,
+                outcome: StreamOutcome | None = None) -> Generator[tuple[list[T], Any], None, None]:
+    """(items, ranked) for each chunk, in input order, consumed by the caller; see the module docstring.
+
+    Closing the iterator early (a `break`, an exception in the caller) stops the other stages.
+    """
     if chunk_size < 1 or depth < 1:
         raise ValueError("chunk_size and depth must be at least 1")
-    outcome = StreamOutcome()
+    outcome = outcome if outcome is not None else StreamOutcome()
     times = outcome.times
     to_rank: queue.Queue = queue.Queue(maxsize=depth)
     to_consume: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(box: queue.Queue, value, taker: threading.Thread | None = None) -> bool:
-        while not stop.is_set() and (taker is None or taker.is_alive()):
+    def put(box: queue.Queue, value) -> bool:
+        while not stop.is_set():
             try:
                 box.put(value, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
+
+    def take(box: queue.Queue, giver: threading.Thread):
+        while True:
+            try:
+                return box.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set() or not giver.is_alive() and box.empty():
+                    return _DONE
 
     def read() -> None:
         try:
@@ -119,54 +134,59 @@ def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: C
         finally:
             put(to_rank, _DONE)
 
-    def write() -> None:
-        while not stop.is_set():
-            try:
-                chunk = to_consume.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if chunk is _DONE:
-                return
-            started = time.perf_counter()
-            carry_on = consume(chunk.items, chunk.ranked)
-            times.consume += time.perf_counter() - started
-            outcome.chunks += 1
-            if not carry_on:
-                outcome.stopped = True
-                stop.set()
-                return
+    def ranking() -> None:
+        try:
+            while True:
+                chunk = take(to_rank, reader)
+                if chunk is _DONE:
+                    break
+                started = time.perf_counter()
+                chunk.ranked = rank(chunk.prepared)
+                times.rank += time.perf_counter() - started
+                if not put(to_consume, chunk):
+                    return
+        finally:
+            put(to_consume, _DONE)
 
-    reader, consumer = _Stage(read, "mel-prepare"), _Stage(write, "mel-consume")
+    reader, ranker = _Stage(read, "mel-prepare"), _Stage(ranking, "mel-rank")
     reader.start()
-    consumer.start()
+    ranker.start()
     finished = False
     try:
         while True:
-            chunk = to_rank.get()
-            if chunk is _DONE or stop.is_set():
+            chunk = take(to_consume, ranker)
+            if chunk is _DONE:
                 break
             started = time.perf_counter()
-            chunk.ranked = rank(chunk.prepared)
-            times.rank += time.perf_counter() - started
-            if not put(to_consume, chunk, consumer):
-                break
+            yield chunk.items, chunk.ranked
+            times.consume += time.perf_counter() - started
+            outcome.chunks += 1
         finished = True
     finally:
-        try:
-            if finished and not stop.is_set():
-                put(to_consume, _DONE, consumer)  # let the consumer drain what is queued
-            else:
-                stop.set()  # an exception (Ctrl-C, a signal, a stage error): abandon the rest
-            consumer.join()
-        finally:
-            # Even when a signal interrupts the draining: the consumer stops before the
-            # caller drops its output, so nothing writes to a closed file.
-            stop.set()
-            consumer.join()
-            # The reader may wait on input (a pipe) and touches no output: when the run is
-            # abandoned it is left behind (a daemon thread) after a short wait.
-            reader.join(timeout=5 if finished else 0.5)
-    for stage in (reader, consumer):
+        # The stages write no output (the caller does, in this thread), so stopping them never
+        # races a caller that drops its output on an exception (Ctrl-C, a signal).
+        stop.set()
+        ranker.join(timeout=5)
+        # The reader may wait on input (a pipe) and touches no output: when the run is
+        # abandoned it is left behind (a daemon thread) after a short wait.
+        reader.join(timeout=5 if finished else 0.5)
+    for stage in (reader, ranker):
         if stage.error is not None:
             raise stage.error
+
+
+def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
+               consume: Callable[[list[T], Any], bool], units: Callable[[T], int] = lambda item: 1,
+               chunk_size: int = 1024, depth: int = 3) -> StreamOutcome:
+    """Run `items` through the three stages, `consume` in the calling thread; see the module docstring."""
+    outcome = StreamOutcome()
+    stream = iter_stream(items, prepare=prepare, rank=rank, units=units, chunk_size=chunk_size, depth=depth,
+                         outcome=outcome)
+    try:
+        for group, ranked in stream:
+            if not consume(group, ranked):
+                outcome.stopped = True
+                break
+    finally:
+        stream.close()
     return outcome

@@ -179,16 +179,17 @@ class _Decoded(io.RawIOBase):
             super().close()
 
 
-def open_input(path: str | os.PathLike) -> BinaryIO:
+def open_input(path: str | os.PathLike, source: BinaryIO | None = None) -> BinaryIO:
     """Open a file, or stdin for "-", as a decompressed binary stream.
 
     The compression is detected from the magic bytes; the caller closes the
-    stream (closing stdin's wrapper leaves stdin itself open).
+    stream (closing stdin's wrapper leaves stdin itself open). `source` is an
+    already open raw stream to decode instead (an object store's file, named `path`).
     """
     name = display_name(path)
-    if is_stdio(path):
-        source: BinaryIO = sys.stdin.buffer
-    else:
+    if source is None and is_stdio(path):
+        source = sys.stdin.buffer
+    elif source is None:
         try:
             source = open(path, "rb")
         except FileNotFoundError:
@@ -216,15 +217,15 @@ def open_input(path: str | os.PathLike) -> BinaryIO:
     return raw
 
 
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, line bytes without the line ending) for every line.
+def iter_lines(path: str | os.PathLike, source: BinaryIO | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line bytes without the line ending) for every line (of `source`, when given).
 
     A UTF-8 byte-order mark at the start is dropped. Corrupt or truncated
     compressed data raises InputError naming the file and the last good line.
     """
     name = display_name(path)
     line_no = 0
-    with open_input(path) as stream:
+    with open_input(path, source) as stream:
         try:
             for line_no, line in enumerate(stream, start=1):
                 if line.endswith(b"\n"):

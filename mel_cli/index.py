@@ -64,10 +64,26 @@ def index() -> None:
                    "changed since).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--strict", is_flag=True, help="Stop at the first malformed KB line instead of skipping it.")
+@click.option("--shard", "shard_spec", default=None, metavar="I/N",
+              help="Job I of N (I from 0): build only its shards into the parts folder -o (string view shard s "
+                   "when s mod N == I, context view shard s when (s+1) mod N == I; job 0 also the tables); "
+                   "`mel index assemble` joins the N parts folders into the index.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: view shards embedded, searchers and tables built by a Ray actor "
+                   "pool (pip install 'mel[ray]'), then assembled into -o.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="--engine ray: encoder actors (default: the cluster's CPUs / --cpus-per-worker).")
+@click.option("--cpus-per-worker", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              help="--engine ray: CPUs each actor reserves (and encoder threads, unless --threads).")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="--engine ray: GPUs each actor reserves (use with --device cuda).")
+@click.option("--address", default=None,
+              help="--engine ray: a running Ray cluster (default: $RAY_ADDRESS, else a local cluster).")
 @encoder_options
 def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, require_page, limit,
               contexts_per_qid, all_origins, shard_size, num_leaves, leaves_to_search, reorder, exact, resume,
-              force, strict, encoder, quiet) -> None:
+              force, strict, shard_spec, engine, workers, cpus_per_worker, gpus_per_worker, address, encoder,
+              quiet) -> None:
     """Encode a knowledge base into a linker index.
 
     The index holds a string view (labels and aliases, queried by the mention
@@ -85,6 +101,8 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
       mel index build --kb kb.jsonl.zst --links train.jsonl -o idx/ctx --contexts-per-qid 10
       mel index build --kb kb.jsonl --kinds label -o idx/labels
       mel index build --aliases aliases/es --kinds label -o idx/olpeat-es
+      mel index build --kb kb.jsonl --shard 1/4 -o parts/1     # then: mel index assemble parts/* -o idx
+      mel index build --kb damuel/es --engine ray --workers 8 -o idx/es
     """
     from mel.cli.errors import note
     from mel.cli.progress import IndexProgress
@@ -102,19 +120,82 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
     selection = KBSelection(kb=kb, links=links or (), aliases=aliases, kinds=kinds, langs=langs,
                             target_lang=target_lang, require_page=require_page, limit=limit,
                             contexts_per_qid=contexts_per_qid, all_origins=all_origins, report=report)
-    model = encoder.open(resolve_model(encoder.model, announce=note))
     settings = IndexSettings(shard_size=shard_size, num_leaves=num_leaves, leaves_to_search=leaves_to_search,
                              reorder_num_neighbors=reorder, scann=not exact)
+    ray_options = {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
+                   "address": address}
+    ctx = click.get_current_context()
+    if engine == "local":
+        given = [f"--{k.replace('_', '-')}" for k in ray_options
+                 if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: for --engine ray")
+    if (shard_spec is not None or engine == "ray") and resume:
+        raise click.UsageError("--resume is for a local build of the whole index")
+    if shard_spec is not None and engine == "ray":
+        raise click.UsageError("--shard is for array jobs without an engine; --engine ray builds every shard")
+    if engine == "ray":
+        import dataclasses
+
+        from mel.engines.ray_index import build_index_with_ray
+        from mel.engines.ray_link import RayOptions
+
+        if encoder.threads is None:
+            encoder = dataclasses.replace(encoder, threads=max(1, int(cpus_per_worker)))
+        manifest = build_index_with_ray(output, selection, encoder, settings, RayOptions(**ray_options),
+                                        force=force, announce=note)
+        print_skip_report(report)
+        _say_built(output, manifest)
+        return
+    model = encoder.open(resolve_model(encoder.model, announce=note))
+    if shard_spec is not None:
+        from mel.index_parts import build_parts
+        from mel.link_runs import Shard
+
+        shard = Shard.parse(shard_spec)
+        parts = build_parts(output, selection, model, settings, shard, force=force, status=None if quiet else note)
+        print_skip_report(report)
+        for view, numbers in parts.held.items():
+            click.echo(f"{output}: {view} view shards {', '.join(map(str, numbers)) or 'none'} of "
+                       f"{parts.shards(view)} ({parts.views[view]['entries']:,} entries in all)")
+        click.echo(f"{output}: tables {', '.join(parts.held_tables) or 'none'}; job {shard}")
+        return
     with IndexProgress(enabled=not quiet) as progress:
         manifest = build_kb_index(output, selection, model, settings=settings, resume=resume, force=force,
                                   progress=progress)
     print_skip_report(report)
+    _say_built(output, manifest)
+
+
+def _say_built(output, manifest: dict) -> None:
     for part, counts in manifest["counts"].items():
         if part.startswith("views/"):
             click.echo(f"{output}: {part[6:]} view: {counts['entries']:,} entries of {counts['qids']:,} QIDs; "
                        f"kinds {', '.join(counts['by_kind'])}; languages {', '.join(counts['by_language'])}")
         else:
             click.echo(f"{output}: {part[7:]} table: {counts['aliases']:,} names of {counts['qids']:,} QIDs")
+
+
+@index.command("assemble")
+@click.argument("parts", metavar="PARTS...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Index folder to write.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+def assemble_cmd(parts, output, force) -> None:
+    """Join the parts folders of `mel index build --shard I/N` into one index.
+
+    Checks that PARTS... are the N jobs of one build (same KB entries,
+    settings and model) holding every shard of every view and each table
+    once, and every file's sha256; the linker index written equals the
+    single-process build's, shard for shard.
+
+    \b
+    Example:
+      mel index assemble parts/0 parts/1 parts/2 parts/3 -o idx/es
+      mel index verify idx/es
+    """
+    from mel.index_parts import assemble_index
+
+    _say_built(output, assemble_index(parts, output, force=force))
 
 
 @index.command("info")

@@ -83,11 +83,30 @@ def default_model(mel_home) -> Path:
     return default_model_path()
 
 
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the session: 2 CPUs, no dashboard, no usage telemetry, no network."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `scann` need ScaNN, which exists for Linux x86-64 only: skipped elsewhere."""
-    if scann_available():
-        return
-    skip = pytest.mark.skip(reason="needs ScaNN (Linux x86-64 only); the exact NumPy search is tested anyway")
+    """Tests marked `scann` need ScaNN, which exists for Linux x86-64 only, and tests marked `ray` need
+    Ray Data (mel[ray]): skipped where they are missing."""
+    missing = {"scann": None if scann_available() else
+               "needs ScaNN (Linux x86-64 only); the exact NumPy search is tested anyway",
+               "ray": None if ray_available() else "needs Ray Data: pip install 'mel[ray]'"}
     for item in items:
-        if "scann" in item.keywords:
-            item.add_marker(skip)
+        for mark, reason in missing.items():
+            if reason and mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

@@ -28,10 +28,18 @@ LAYERS = {
     "mel.linker": (2, "stages"), "mel.methods": (2, "stages"),
     # the jobs
     "mel.linking": (3, "jobs"), "mel.evaluation": (3, "jobs"), "mel.indexing": (3, "jobs"),
-    "mel.training": (3, "jobs"), "mel.tuning": (3, "jobs"),
+    "mel.training": (3, "jobs"), "mel.tuning": (3, "jobs"), "mel.link_runs": (3, "jobs"),
+    "mel.link_merge": (3, "jobs"),
+    "mel.index_parts": (3, "jobs"),
+    # the Python API over the jobs, and the engines that run it past one process
+    "mel.api": (4, "api"),
+    "mel.engines": (5, "engines"),
     # the command line
-    "mel.cli": (4, "cli"), "mel.__main__": (4, "cli"),
+    "mel.cli": (6, "cli"), "mel.__main__": (6, "cli"),
 }
+# The package itself is core (everything imports its __version__), and it re-exports the Python
+# API, imported on first use (mel/__init__.py): that is the one import it may make.
+PACKAGE_FACADE = {"mel.api"}
 
 
 def module_name(path: Path) -> str:
@@ -94,6 +102,9 @@ GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_stay_in_or_below_their_layer(name):
     level, group = layer_of(name)
+    if name == "mel":
+        assert GRAPH[name] <= PACKAGE_FACADE, f"mel/__init__.py imports {sorted(GRAPH[name] - PACKAGE_FACADE)}"
+        return
     for target in sorted(GRAPH[name]):
         if target == "mel":  # the package itself: __version__
             continue
@@ -134,6 +145,19 @@ def test_the_graph_sees_lazy_and_relative_imports():
     # Guards the checker itself: the default model is built above both layers it uses.
     assert {"mel.exporters.default_model", "mel.models"} <= GRAPH["mel.model_cache"]
     assert "mel.aliases" in GRAPH["mel.indexing"]  # imported inside a function
+    assert GRAPH["mel"] == {"mel.api"}  # the facade's lazy and TYPE_CHECKING imports
+
+
+def test_import_mel_stays_light():
+    """`import mel` loads no runtime: the API (onnxruntime, ScaNN, numpy) comes on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, mel; print(mel.__version__, sorted(m for m in sys.modules if m.startswith('mel.')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split(" ", 1)[1].strip() == "[]", done.stdout
+    code = "import mel, sys; mel.Linker; print('onnxruntime' in sys.modules or 'mel.api' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
 
 
 UI_MODULES = ("rich", "click")
