@@ -36,20 +36,30 @@ _EXTERNAL_DATA_BYTES = 1_500_000_000
 def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION_MARKER) -> tuple[BertWeights, int]:
     """Add `[M]` as a special token and give it an embedding row.
 
-    The row is the mean of the existing word embeddings: an "average token" that
+    Its id is one above every id the tokenizer already uses. The tokenizers
+    library would otherwise take the model's vocabulary *size*, which is smaller
+    than its largest id when a vocab.txt repeats a line (a repeated token keeps
+    its last line's id), and `[M]` would overwrite a real token's row.
+    The row is the mean of the used word embeddings: an "average token" that
     an un-fine-tuned model reads as near-neutral filler, so marking a mention
-    changes its embedding little (see tests/exporters/test_marker.py), while
+    changes its embedding little (tests/exporters/test_default_model.py), while
     fine-tuning is free to move it.
     """
     existing = tokenizer.token_to_id(marker)
-    if existing is None:
-        tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=False)])
-    marker_id = tokenizer.token_to_id(marker)
-    assert marker_id is not None  # just added
     table = weights.arrays["embeddings.word_embeddings.weight"]
-    if existing is not None and marker_id < table.shape[0]:
-        return weights, marker_id  # a checkpoint that already has a trained marker (mel train output)
-    row = table[: min(table.shape[0], tokenizer.get_vocab_size(with_added_tokens=False))].mean(axis=0)
+    if existing is not None and existing < table.shape[0]:
+        return weights, existing  # a checkpoint that already has a trained marker (mel train output)
+    used = sorted(set(tokenizer.get_vocab(with_added_tokens=True).values()))
+    marker_id = used[-1] + 1
+    _reserve_id(tokenizer, marker, marker_id)
+    tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=False)])
+    if tokenizer.token_to_id(marker) != marker_id:
+        raise ModelError(f"{weights.source}: the tokenizer gave {marker} id {tokenizer.token_to_id(marker)}, "
+                         f"not the free id {marker_id}")
+    model_ids = [i for i in sorted(set(tokenizer.get_vocab(with_added_tokens=False).values()))
+                 if i < table.shape[0] and i != marker_id]
+    contiguous = model_ids == list(range(len(model_ids)))
+    row = (table[: len(model_ids)] if contiguous else table[model_ids]).mean(axis=0)
     if marker_id < table.shape[0]:  # a spare (padding) row in the matrix
         table = table.copy()
         table[marker_id] = row
@@ -61,6 +71,22 @@ def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION
     arrays = {**weights.arrays, "embeddings.word_embeddings.weight": table}
     config = replace(weights.config, vocab_size=table.shape[0])
     return BertWeights(config=config, arrays=arrays, source=weights.source), marker_id
+
+
+def _reserve_id(tokenizer: Tokenizer, token: str, token_id: int) -> None:
+    """Put `token` into a dict-vocabulary model (WordPiece, BPE, WordLevel) at `token_id`, so that
+    adding it as a special token keeps that id. Unigram vocabularies are lists, without gaps."""
+    size = tokenizer.get_vocab_size(with_added_tokens=False)
+    added = max(tokenizer.get_added_tokens_decoder(), default=-1)
+    if token_id == (added + 1 if added >= size else size):
+        return  # where tokenizers puts a new token anyway
+    data = json.loads(tokenizer.to_str())
+    vocab = data.get("model", {}).get("vocab")
+    if not isinstance(vocab, dict):
+        raise ModelError(f"cannot give {token} the free id {token_id}: the tokenizer's "
+                         f"{data.get('model', {}).get('type')} vocabulary is not a token-to-id table")
+    vocab[token] = token_id
+    tokenizer.model = Tokenizer.from_str(json.dumps(data)).model
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
