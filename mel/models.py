@@ -66,6 +66,11 @@ class ModelManifest:
     files: dict
     mel_version: str
     tools: dict = field(default_factory=dict)
+    # How each derived variant was made and how close it is to fp32 ({"int8": {...}}), and
+    # the variant `--precision auto` runs per device ({"cpu": "int8", "cuda": "fp16"}),
+    # both measured at export (exporters/variants.py). Older folders have neither.
+    variants: dict = field(default_factory=dict)
+    auto: dict = field(default_factory=dict)
     command: str = ""
     created: str = ""
     identity: str = ""  # model_identity(files), written at export; "" in folders of older mel
