@@ -157,7 +157,7 @@ def link_documents(source: str, ranker: Ranker, writer: JsonlWriter, *, errors: 
         prepare=lambda items: ranker.prepare(_spans(items)),
         rank=lambda prepared: ranker.rank(prepared, options.top_k),
         consume=_Writer(writer, errors, options, stats, progress),
-        chunk_size=options.chunk_size)
+        chunk_size=options.chunk_size, encode=getattr(ranker, "encode_stage", None))
     stats.broken_pipe = outcome.stopped
     stats.seconds = time.perf_counter() - started
     ranked = getattr(ranker, "seconds", None) or {"encode": outcome.times.rank, "search": 0.0}

@@ -2,8 +2,12 @@
 
     reader thread:   take items from the source, cut chunks of about `chunk_size`
                      units (mentions), prepare each chunk (tokenise)       -> queue
+    [encoder thread: encode each prepared chunk, when an `encode` stage is given] -> queue
     calling thread:  rank each chunk (encode with onnxruntime, search)     -> queue
     consumer thread: consume each chunk (write records, count hits)
+
+The optional encoder thread is for a GPU: with it, tokenising, searching and
+writing all overlap the encoder instead of searching waiting for it.
 
 Chunks travel in input order, so output order is input order. Queues hold at most
 `depth` chunks, so memory stays flat for any input. onnxruntime, ScaNN and the
@@ -33,6 +37,7 @@ class StageTimes:
     """Wall seconds each stage was busy (they overlap, so the sum exceeds the wall time)."""
 
     prepare: float = 0.0  # reading the source and preparing chunks
+    encode: float = 0.0  # the optional encoder stage
     rank: float = 0.0
     consume: float = 0.0
 
@@ -85,13 +90,16 @@ def chunked(items: Iterable[T], units: Callable[[T], int], chunk_size: int,
 
 def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
                consume: Callable[[list[T], Any], bool], units: Callable[[T], int] = lambda item: 1,
-               chunk_size: int = 1024, depth: int = 3) -> StreamOutcome:
-    """Run `items` through the three stages; see the module docstring."""
+               chunk_size: int = 1024, depth: int = 3,
+               encode: Callable[[Any], Any] | None = None) -> StreamOutcome:
+    """Run `items` through the stages; see the module docstring. `encode`, when given, maps
+    each prepared chunk to what `rank` receives, on a thread of its own."""
     if chunk_size < 1 or depth < 1:
         raise ValueError("chunk_size and depth must be at least 1")
     outcome = StreamOutcome()
     times = outcome.times
     to_rank: queue.Queue = queue.Queue(maxsize=depth)
+    to_encode: queue.Queue = queue.Queue(maxsize=depth) if encode is not None else to_rank
     to_consume: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -114,6 +122,24 @@ def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: C
                     break
                 chunk = Chunk(group, prepare(group))
                 times.prepare += time.perf_counter() - started
+                if not put(to_encode, chunk):
+                    return
+        finally:
+            put(to_encode, _DONE)
+
+    def encode_chunks() -> None:
+        assert encode is not None
+        try:
+            while not stop.is_set():
+                try:
+                    chunk = to_encode.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if chunk is _DONE:
+                    return
+                started = time.perf_counter()
+                chunk.prepared = encode(chunk.prepared)
+                times.encode += time.perf_counter() - started
                 if not put(to_rank, chunk):
                     return
         finally:
@@ -137,12 +163,18 @@ def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: C
                 return
 
     reader, consumer = _Stage(read, "mel-prepare"), _Stage(write, "mel-consume")
-    reader.start()
-    consumer.start()
+    stages = [reader, consumer] + ([_Stage(encode_chunks, "mel-encode")] if encode is not None else [])
+    for stage in stages:
+        stage.start()
     finished = False
     try:
         while True:
-            chunk = to_rank.get()
+            try:
+                chunk = to_rank.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():  # a stage gave up without handing on _DONE
+                    break
+                continue
             if chunk is _DONE or stop.is_set():
                 break
             started = time.perf_counter()
@@ -163,10 +195,11 @@ def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: C
             # caller drops its output, so nothing writes to a closed file.
             stop.set()
             consumer.join()
-            # The reader may wait on input (a pipe) and touches no output: when the run is
-            # abandoned it is left behind (a daemon thread) after a short wait.
-            reader.join(timeout=5 if finished else 0.5)
-    for stage in (reader, consumer):
+            # The encoder and reader touch no output (the reader may wait on input, a pipe):
+            # when the run is abandoned they are left behind (daemon threads) after a short wait.
+            for stage in stages[2:] + [reader]:
+                stage.join(timeout=5 if finished else 0.5)
+    for stage in (reader, *stages[2:], consumer):
         if stage.error is not None:
             raise stage.error
     return outcome

@@ -195,3 +195,13 @@ def test_min_score_makes_nil(label_index, tmp_path):
     assert all(m["candidates"] and (m["qid"] is None) == (m["score"] < 0.9999) for m in mentions)
     assert [m["score"] >= 0.99999 for m in mentions] == [True] * 6 + [False]
     assert "7 mentions, 6 linked, 1 NIL" in result.output
+
+
+def test_encoding_on_its_own_stage_links_the_same(label_index, tmp_path, monkeypatch):
+    # On CUDA the encoder runs as a pipeline stage of its own; here it is forced on CPU.
+    plain, staged = tmp_path / "plain.jsonl", tmp_path / "staged.jsonl"
+    corpus = str(write_corpus(tmp_path / "in.jsonl"))
+    assert CliRunner().invoke(main, ["link", corpus, "--index", str(label_index), "-o", str(plain)]).exit_code == 0
+    monkeypatch.setattr(RetrieverRanker, "encode_stage", property(lambda self: self.retriever.encode))
+    assert CliRunner().invoke(main, ["link", corpus, "--index", str(label_index), "-o", str(staged)]).exit_code == 0
+    assert staged.read_bytes() == plain.read_bytes()
