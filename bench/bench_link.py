@@ -81,16 +81,23 @@ def make_index(folder: Path, entries: int, model_dir: Path) -> None:
                                                          "query_encoding": "context"})
 
 
-def run_one(corpus: str, index: str, out: str) -> None:
+def run_one(corpus: str, index: str, out: str, device: str = "cpu", precision: str = "int8",
+            batch_size: int = 64) -> None:
     """Child process: link `corpus`, print stats and peak RSS as JSON."""
     from mel.linking import run_link
+    from mel.rankers import open_ranker
+    from mel.retrieval import EncoderSettings
 
     started = time.perf_counter()
-    stats = run_link(corpus, index, out, precision="int8", device="cpu")
-    wall = time.perf_counter() - started
+    ranker = open_ranker("biencoder", index=index, encoder=EncoderSettings(device=device, precision=precision,
+                                                                            batch_size=batch_size))
+    opened = time.perf_counter()
+    stats = run_link(corpus, ranker, out)
+    wall = time.perf_counter() - opened
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mentions": stats.mentions, "documents": stats.documents, "wall_s": wall,
-                      "mentions_per_s": stats.mentions / wall, "stage_seconds": stats.stage_seconds,
+                      "open_s": opened - started, "mentions_per_s": stats.mentions / wall,
+                      "stage_seconds": stats.stage_seconds,
                       "stage_share": {k: v / wall for k, v in stats.stage_seconds.items()},
                       "peak_rss_mib": peak / 2**20}))
 
@@ -101,10 +108,12 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--work", default="/tmp/mel-bench-link")
     parser.add_argument("--out", default="bench/results/link.json")
-    parser.add_argument("--run", nargs=3, metavar=("CORPUS", "INDEX", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", nargs="+", metavar="CORPUS INDEX OUT [DEVICE PRECISION BATCH]",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_one(*args.run)
+        corpus, index, out, *encoder = args.run
+        run_one(corpus, index, out, *encoder[:2], *[int(b) for b in encoder[2:3]])
         return 0
 
     from mel.model_cache import resolve_model
