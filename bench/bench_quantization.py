@@ -26,8 +26,8 @@ Routes: `dynamic` (onnxruntime's quantize_dynamic, per-channel weights: the int8
 before static calibration), `static` (calibrated activation scales, no smoothing),
 `shipped` (static with SmoothQuant smoothing: what `mel model export` writes),
 `shipped-reduce-range` (7-bit weights), `qdq-standard` (onnxruntime's quantize_static,
-QDQ format, on the unfused-attention graph). `--sensitivity` adds per-kind and per-layer
-runs of `shipped` with those matrices kept in fp32.
+QDQ format, on the unfused-attention graph). `--sensitivity` adds runs of `shipped` with
+one kind of matrix (QKV, attention output, feed-forward in or out; all layers) kept in fp32.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def qdq_standard_route(folder: ModelFolder, calibration: CalibrationSet, out: Pa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routes", default="dynamic,static,shipped,shipped-reduce-range,qdq-standard")
-    parser.add_argument("--sensitivity", action="store_true", help="per-kind and per-layer fp32 runs of `shipped`")
+    parser.add_argument("--sensitivity", action="store_true", help="`shipped` with one kind of matrix in fp32")
     parser.add_argument("--dev-sets", default=os.environ.get("MEL_DEV_SETS", "/work/shared/data/el-dev"))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--work", default="/tmp/mel-bench-quantization")
@@ -221,18 +221,13 @@ def main() -> int:
     if args.sensitivity:
         import onnx
 
+        # The sensitivity pass: `shipped` with one kind of matrix (all layers) kept in fp32.
         names = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
                  if n.op_type in ("MatMul", "Attention")]
-        layers = manifest.config["num_hidden_layers"]
-        # bert_onnx numbers nodes in graph order: the i-th node of each kind belongs to layer i.
-        by_kind = {kind: [n for n in names if n.startswith(kind + "_")] for kind in KINDS}
-        per_layer = [[by_kind[kind][i] for kind in KINDS] for i in range(layers)]
-        for kind, nodes in by_kind.items():
+        for kind in KINDS:
+            nodes = [n for n in names if n.startswith(kind + "_")]
             plan.append((f"keep-fp32:{kind}", lambda out, keep=nodes: quantize_int8(fp32, out, calibration,
                                                                                     keep_fp32=keep)))
-        for i, nodes in enumerate(per_layer):
-            plan.append((f"keep-fp32:layer{i}", lambda out, keep=nodes: quantize_int8(fp32, out, calibration,
-                                                                                      keep_fp32=keep)))
 
     results: dict = {"model": f"{manifest.source} (sha256 {manifest.checksum[:12]})", "threads": args.threads,
                      "cpu": platform.processor() or platform.machine(), "label_queries": len(qids) * 72,

@@ -89,7 +89,9 @@ def calibration_set(tokenizer: Tokenizer, special_ids: dict, prefixes: dict, max
 
 def padded_batches(sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = _BATCH
                    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(rows, feeds) per batch of similar-length sequences; rows index `sequences`."""
+    """(rows, feeds) per batch of similar-length sequences; rows index `sequences`.
+
+    The same batching as mel.encoding's Encoder, which the exporters sit below."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
     for lo in range(0, len(order), batch_size):
         rows = order[lo:lo + batch_size]
