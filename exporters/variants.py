@@ -45,17 +45,19 @@ def full_length_inputs(calibration: CalibrationSet, length: int, count: int = _T
     return [[start, *stream[i * step:i * step + length - 2], end] for i in range(count)]
 
 
-def texts_per_second(path: str | Path, inputs: list[list[int]], pad_id: int) -> float:
-    """Best of two timed runs over `inputs` (one batch) after a warm-up, on CPU with all cores."""
-    session = cpu_session(path)
+def texts_per_second(paths: list[str | Path], inputs: list[list[int]], pad_id: int, runs: int = 3) -> list[float]:
+    """texts/s of each graph over `inputs` (one batch), on CPU with all cores: the best of
+    `runs` after a warm-up, the graphs' runs interleaved so that other load hits them alike."""
+    sessions = [cpu_session(path) for path in paths]
     (_, feeds), = padded_batches(inputs, pad_id, batch_size=len(inputs))
-    session.run(None, feeds)
-    best = np.inf
-    for _ in range(2):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        best = min(best, time.perf_counter() - started)
-    return round(len(inputs) / best, 1)
+    best = [np.inf] * len(sessions)
+    for round_ in range(runs + 1):
+        for i, session in enumerate(sessions):
+            started = time.perf_counter()
+            session.run(None, feeds)
+            if round_:  # round 0 warms up
+                best[i] = min(best[i], time.perf_counter() - started)
+    return [round(len(inputs) / seconds, 1) for seconds in best]
 
 
 def choose_auto(folder: Path, files: dict[str, str], variants: dict[str, dict], calibration: CalibrationSet | None,
@@ -65,8 +67,8 @@ def choose_auto(folder: Path, files: dict[str, str], variants: dict[str, dict], 
     choice = {"cpu": "fp32", "cuda": "fp16" if meets.get("fp16") else "fp32"}
     if "int8" in variants and calibration is not None:
         inputs = full_length_inputs(calibration, max_length)
-        fp32_rate = texts_per_second(folder / files["fp32"], inputs, calibration.pad_id)
-        int8_rate = texts_per_second(folder / files["int8"], inputs, calibration.pad_id)
+        fp32_rate, int8_rate = texts_per_second([folder / files["fp32"], folder / files["int8"]], inputs,
+                                                calibration.pad_id)
         variants["int8"]["cpu_texts_per_s"] = int8_rate
         variants["int8"]["fp32_cpu_texts_per_s"] = fp32_rate
         if meets["int8"] and int8_rate >= INT8_SLOWER_TOLERANCE * fp32_rate:
