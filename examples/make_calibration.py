@@ -7,13 +7,18 @@ the corpus, `[M] label [M] description` entity texts and alias strings from the 
 all nine languages. KB *labels* are left out, so that the label-retrieval benchmark
 (bench/bench_quantization.py) measures on strings calibration never saw.
 
-    python examples/make_calibration.py     # standard library only
+    python examples/make_calibration.py           # standard library only
+    python examples/make_calibration.py --check   # exit 1 when the shipped file is not what this makes
+
+Changing the file changes every int8 export: update CALIBRATION_SHA256 in
+exporters/quantize.py with it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,14 +56,23 @@ def corpus_windows() -> list[str]:
     return out
 
 
-def main() -> None:
+def calibration_jsonl() -> str:
     records = [{"role": "mention", "text": t} for t in mewsli_windows() + corpus_windows()]
     kb = [json.loads(line) for line in (HERE / "kb.jsonl").read_text(encoding="utf-8").splitlines()]
     records += [{"role": "entity", "text": f"[M]{e['label']}[M] {e['description']}"} for e in kb[::ENTITY_EVERY]]
     aliases = [alias for e in kb for alias in e.get("aliases", [])]
     records += [{"role": "mention", "text": alias} for alias in aliases[::ALIAS_EVERY]]
-    OUT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    print(f"{OUT.relative_to(HERE.parent)}: {len(records)} texts")
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def main() -> None:
+    text = calibration_jsonl()
+    if "--check" in sys.argv[1:]:
+        if OUT.read_text(encoding="utf-8") != text:
+            sys.exit(f"{OUT.relative_to(HERE.parent)} is stale: run python examples/make_calibration.py")
+        return
+    OUT.write_text(text, encoding="utf-8")
+    print(f"{OUT.relative_to(HERE.parent)}: {text.count(chr(10))} texts")
 
 
 if __name__ == "__main__":
