@@ -6,7 +6,8 @@ Builds (once, in --work) a synthetic index of `--entries` clustered unit vectors
 recorded as made by the default model (so `mel link` accepts it; the index's
 contents do not change the pipeline's cost), and synthetic multilingual
 corpora of the given mention counts (64-token contexts). Each corpus is then
-linked by `mel link` in a fresh process with the default model at int8; the
+linked in a fresh process with the default model at int8 (`--method biencoder`:
+the index is single-view, the pipeline is `mel link`'s); the
 figures are mentions/s, the share of wall time each stage was busy
 (read+tokenise, encode, search, write; the stages overlap), and the process's
 peak RSS, which should stay flat as the corpus grows.
@@ -85,7 +86,7 @@ def run_one(corpus: str, index: str, out: str, device: str = "cpu", precision: s
             batch_size: int = 64) -> None:
     """Child process: link `corpus`, print stats and peak RSS as JSON."""
     from mel.linking import run_link
-    from mel.rankers import open_ranker
+    from mel.methods import open_ranker
     from mel.retrieval import EncoderSettings
 
     started = time.perf_counter()
