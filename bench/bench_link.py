@@ -6,7 +6,8 @@ Builds (once, in --work) a synthetic index of `--entries` clustered unit vectors
 recorded as made by the default model (so `mel link` accepts it; the index's
 contents do not change the pipeline's cost), and synthetic multilingual
 corpora of the given mention counts (64-token contexts). Each corpus is then
-linked by `mel link` in a fresh process with the default model at int8; the
+linked in a fresh process with the default model at int8 (`--method biencoder`:
+the index is single-view, the pipeline is `mel link`'s); the
 figures are mentions/s, the share of wall time each stage was busy
 (read+tokenise, encode, search, write; the stages overlap), and the process's
 peak RSS, which should stay flat as the corpus grows.
@@ -81,18 +82,22 @@ def make_index(folder: Path, entries: int, model_dir: Path) -> None:
                                                          "query_encoding": "context"})
 
 
-def run_one(corpus: str, index: str, out: str) -> None:
+def run_one(corpus: str, index: str, out: str, device: str = "cpu", precision: str = "int8",
+            batch_size: int = 64) -> None:
     """Child process: link `corpus`, print stats and peak RSS as JSON."""
     import mel
 
     started = time.perf_counter()
     # The pipeline's stages (encode, search) on the synthetic one-view index: the bi-encoder, as
     # bench/results/link.json was measured; the fused linker's own cost is in bench_linker.py.
-    stats = mel.Linker.open(index, precision="int8", device="cpu", method="biencoder").link_files(corpus, out)
-    wall = time.perf_counter() - started
+    linker = mel.Linker.open(index, precision=precision, device=device, batch_size=batch_size, method="biencoder")
+    opened = time.perf_counter()
+    stats = linker.link_files(corpus, out)
+    wall = time.perf_counter() - opened
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mentions": stats.mentions, "documents": stats.documents, "wall_s": wall,
-                      "mentions_per_s": stats.mentions / wall, "stage_seconds": stats.stage_seconds,
+                      "open_s": opened - started, "mentions_per_s": stats.mentions / wall,
+                      "stage_seconds": stats.stage_seconds,
                       "stage_share": {k: v / wall for k, v in stats.stage_seconds.items()},
                       "peak_rss_mib": peak / 2**20}))
 
@@ -103,10 +108,12 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--work", default="/tmp/mel-bench-link")
     parser.add_argument("--out", default="bench/results/link.json")
-    parser.add_argument("--run", nargs=3, metavar=("CORPUS", "INDEX", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", nargs="+", metavar="CORPUS INDEX OUT [DEVICE PRECISION BATCH]",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_one(*args.run)
+        corpus, index, out, *encoder = args.run
+        run_one(corpus, index, out, *encoder[:2], *[int(b) for b in encoder[2:3]])
         return 0
 
     from mel.model_cache import resolve_model

@@ -34,8 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lealla_shape import lealla_small_weights  # noqa: E402
+
 from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
-from mel.exporters.checkpoints import BertConfig, BertWeights  # noqa: E402
 from mel.indexes import Index, IndexSettings, IndexWriter  # noqa: E402
 from mel.training.batches import RoundBatches  # noqa: E402
 from mel.training.distributed import choose_device  # noqa: E402
@@ -47,35 +48,6 @@ from mel.training.torch_model import autocast, embed_tokens, encoder_from_weight
 
 LENGTH = 64
 PAD = 0
-
-
-def lealla_small_weights(vocab: int, seed: int = 0) -> BertWeights:
-    config = BertConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=24, num_attention_heads=8,
-                        intermediate_size=512, max_position_embeddings=512, type_vocab_size=2)
-    rng = np.random.default_rng(seed)
-    h, i = config.hidden_size, config.intermediate_size
-    shapes = {"embeddings.word_embeddings.weight": (vocab, h), "embeddings.position_embeddings.weight": (512, h),
-              "embeddings.token_type_embeddings.weight": (2, h), "pooler.dense.weight": (h, h),
-              "pooler.dense.bias": (h,)}
-    for n in range(config.num_hidden_layers):
-        p = f"encoder.layer.{n}."
-        for name in ("query", "key", "value"):
-            shapes[f"{p}attention.self.{name}.weight"], shapes[f"{p}attention.self.{name}.bias"] = (h, h), (h,)
-        shapes.update({f"{p}attention.output.dense.weight": (h, h), f"{p}attention.output.dense.bias": (h,),
-                       f"{p}intermediate.dense.weight": (i, h), f"{p}intermediate.dense.bias": (i,),
-                       f"{p}output.dense.weight": (h, i), f"{p}output.dense.bias": (h,)})
-        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes[f"{p}{norm}.weight"], shapes[f"{p}{norm}.bias"] = (h,), (h,)
-    shapes["embeddings.LayerNorm.weight"], shapes["embeddings.LayerNorm.bias"] = (h,), (h,)
-    arrays = {}
-    for name, shape in shapes.items():
-        if "LayerNorm.weight" in name:
-            arrays[name] = np.ones(shape, np.float32)
-        elif name.endswith("bias"):
-            arrays[name] = np.zeros(shape, np.float32)
-        else:
-            arrays[name] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
-    return BertWeights(config=config, arrays=arrays, source="random LEALLA-small shape")
 
 
 def random_windows(rng: np.random.Generator, n: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import logging
 import os
 import re
 from dataclasses import replace
@@ -21,8 +20,10 @@ from tokenizers import AddedToken, Tokenizer
 from mel import __version__
 from mel.artifacts import atomic_folder, command_line, sha256_file, tool_versions, write_json
 from mel.errors import ModelError
-from mel.exporters.bert_onnx import build_bert_graph, with_primitive_layer_norms
+from mel.exporters.bert_onnx import build_bert_graph
 from mel.exporters.checkpoints import BertWeights, load_checkpoint, read_config, resolve_checkpoint
+from mel.exporters.quantize import CalibrationSet, calibration_set, quantize_int8
+from mel.exporters.variants import choose_auto, compare_to_fp32
 from mel.models import MANIFEST_NAME, MODEL_FORMAT, PRECISIONS, VARIANT_FILES, ModelManifest, model_identity
 from mel.records import MENTION_MARKER
 from mel.runtime import load_onnxruntime
@@ -36,20 +37,30 @@ _EXTERNAL_DATA_BYTES = 1_500_000_000
 def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION_MARKER) -> tuple[BertWeights, int]:
     """Add `[M]` as a special token and give it an embedding row.
 
-    The row is the mean of the existing word embeddings: an "average token" that
+    Its id is one above every id the tokenizer already uses. The tokenizers
+    library would otherwise take the model's vocabulary *size*, which is smaller
+    than its largest id when a vocab.txt repeats a line (a repeated token keeps
+    its last line's id), and `[M]` would overwrite a real token's row.
+    The row is the mean of the used word embeddings: an "average token" that
     an un-fine-tuned model reads as near-neutral filler, so marking a mention
-    changes its embedding little (see tests/exporters/test_marker.py), while
+    changes its embedding little (tests/exporters/test_default_model.py), while
     fine-tuning is free to move it.
     """
     existing = tokenizer.token_to_id(marker)
-    if existing is None:
-        tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=False)])
-    marker_id = tokenizer.token_to_id(marker)
-    assert marker_id is not None  # just added
     table = weights.arrays["embeddings.word_embeddings.weight"]
-    if existing is not None and marker_id < table.shape[0]:
-        return weights, marker_id  # a checkpoint that already has a trained marker (mel train output)
-    row = table[: min(table.shape[0], tokenizer.get_vocab_size(with_added_tokens=False))].mean(axis=0)
+    if existing is not None and existing < table.shape[0]:
+        return weights, existing  # a checkpoint that already has a trained marker (mel train output)
+    used = sorted(set(tokenizer.get_vocab(with_added_tokens=True).values()))
+    marker_id = used[-1] + 1
+    _reserve_id(tokenizer, marker, marker_id)
+    tokenizer.add_special_tokens([AddedToken(marker, special=True, normalized=False)])
+    if tokenizer.token_to_id(marker) != marker_id:
+        raise ModelError(f"{weights.source}: the tokenizer gave {marker} id {tokenizer.token_to_id(marker)}, "
+                         f"not the free id {marker_id}")
+    model_ids = [i for i in sorted(set(tokenizer.get_vocab(with_added_tokens=False).values()))
+                 if i < table.shape[0] and i != marker_id]
+    contiguous = model_ids == list(range(len(model_ids)))
+    row = (table[: len(model_ids)] if contiguous else table[model_ids]).mean(axis=0)
     if marker_id < table.shape[0]:  # a spare (padding) row in the matrix
         table = table.copy()
         table[marker_id] = row
@@ -61,6 +72,22 @@ def add_marker(weights: BertWeights, tokenizer: Tokenizer, marker: str = MENTION
     arrays = {**weights.arrays, "embeddings.word_embeddings.weight": table}
     config = replace(weights.config, vocab_size=table.shape[0])
     return BertWeights(config=config, arrays=arrays, source=weights.source), marker_id
+
+
+def _reserve_id(tokenizer: Tokenizer, token: str, token_id: int) -> None:
+    """Put `token` into a dict-vocabulary model (WordPiece, BPE, WordLevel) at `token_id`, so that
+    adding it as a special token keeps that id. Unigram vocabularies are lists, without gaps."""
+    size = tokenizer.get_vocab_size(with_added_tokens=False)
+    added = max(tokenizer.get_added_tokens_decoder(), default=-1)
+    if token_id == (added + 1 if added >= size else size):
+        return  # where tokenizers puts a new token anyway
+    data = json.loads(tokenizer.to_str())
+    vocab = data.get("model", {}).get("vocab")
+    if not isinstance(vocab, dict):
+        raise ModelError(f"cannot give {token} the free id {token_id}: the tokenizer's "
+                         f"{data.get('model', {}).get('type')} vocabulary is not a token-to-id table")
+    vocab[token] = token_id
+    tokenizer.model = Tokenizer.from_str(json.dumps(data)).model
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
@@ -132,32 +159,27 @@ def _save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
     return [path]
 
 
-def _make_variant(fp32_path: Path, precision: str, folder: Path) -> list[Path]:
+def _make_variant(fp32_path: Path, precision: str, folder: Path,
+                  calibration: CalibrationSet | None) -> tuple[list[Path], dict]:
+    """Write one variant beside model.onnx; returns its files and what the manifest records about it."""
     out = folder / VARIANT_FILES[precision]
     if precision == "int8":
-        load_onnxruntime()  # one clear error when no runtime is installed
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        assert calibration is not None
+        report = quantize_int8(fp32_path, out, calibration)
+        report.update(compare_to_fp32(fp32_path, out, calibration))
+        return [out], report
+    load_onnxruntime()
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-        # Per-channel signed weights. Quantising the embedding table (Gather) too cuts the
-        # default model from 406 to 119 MB at the same accuracy (cosine to fp32 0.996 mean).
-        # int8 runs on CPU only, where layer norms are faster as plain arithmetic.
-        source = with_primitive_layer_norms(onnx.load(str(fp32_path)))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser logs advice about static pre-processing
-        try:
-            quantize_dynamic(source, str(out), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Attention", "Gather"],
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        finally:
-            root.setLevel(level)
-    elif precision == "fp16":
-        load_onnxruntime()
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        half = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True, disable_shape_infer=True)
-        return _save_onnx(half, out)
-    return [out]
+    # Min/Max are on the converter's float32 list, but without shape inference (which
+    # the contrib operators defeat) it inserts no casts around them, and the graph would
+    # not load (Max of a float16 norm and a float32 epsilon). Both are safe in float16.
+    blocked = [op for op in DEFAULT_OP_BLOCK_LIST if op not in ("Min", "Max")]
+    half = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True, disable_shape_infer=True,
+                                    op_block_list=blocked)
+    written = _save_onnx(half, out)
+    del half
+    return written, compare_to_fp32(fp32_path, out, calibration) if calibration is not None else {}
 
 
 def write_model_folder(
@@ -187,9 +209,15 @@ def write_model_folder(
     with atomic_folder(out, force=force) as tmp:
         written = _save_onnx(graph, tmp / VARIANT_FILES["fp32"])
         del graph
+        derived = [p for p in precisions if p != "fp32"]
+        calibration = calibration_set(tokenizer, ids, prefixes, max_length) if derived else None
+        variants = {}
         for precision in precisions:
             if precision != "fp32":
-                written += _make_variant(tmp / VARIANT_FILES["fp32"], precision, tmp)
+                variant_files, variants[precision] = _make_variant(tmp / VARIANT_FILES["fp32"], precision, tmp,
+                                                                   calibration)
+                written += variant_files
+        auto = choose_auto(tmp, VARIANT_FILES, variants, calibration, max_length)
         tokenizer.save(str(tmp / "tokenizer.json"))
         written.append(tmp / "tokenizer.json")
         files = {p.name: sha256_file(p) for p in written}
@@ -207,6 +235,8 @@ def write_model_folder(
             prefixes=dict(prefixes),
             precisions=tuple(p for p in PRECISIONS if p == "fp32" or p in precisions),
             attention=attention,
+            variants=variants,
+            auto=auto,
             checksum=files[VARIANT_FILES["fp32"]],
             files=files,
             mel_version=__version__,

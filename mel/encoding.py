@@ -2,8 +2,9 @@
 
 Inputs are sorted by length and padded per batch, so short inputs never pay
 for long ones. CUDA is used when asked for (or with device "auto") and
-onnxruntime has it; the precision variant follows the device unless given
-(int8 on CPU, fp16 on CUDA, falling back to fp32 when the folder lacks it).
+onnxruntime has it; the precision variant follows the device unless given:
+what the model's export measured fastest at the accuracy bar (int8 or fp32 on
+CPU, fp16 on CUDA; exporters/variants.py), falling back to fp32.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Encoder:
         self.manifest = model.manifest
         self.device = choose_device(device)
         if precision == "auto":
-            wanted = "int8" if self.device == "cpu" else "fp16"
+            # The export measured which variant is fastest at the accuracy bar (manifest "auto").
+            wanted = self.manifest.auto.get(self.device) or ("int8" if self.device == "cpu" else "fp16")
             precision = wanted if wanted in self.manifest.precisions else "fp32"
         if self.device == "cuda" and precision == "int8":
             raise ModelError("int8 models run on CPU only (their QAttention kernels have no CUDA version); "

@@ -440,7 +440,8 @@ def evaluate(documents: Iterable[EvalDocument], ranker: Ranker, ks: Sequence[int
     started = time.perf_counter()
     run_stream(documents, units=lambda document: len(document.mentions),
                prepare=lambda group: ranker.prepare(_linkable_spans(group)),
-               rank=lambda prepared: ranker.rank(prepared, ks[-1]), consume=counter, chunk_size=chunk_size)
+               rank=lambda prepared: ranker.rank(prepared, ks[-1]), consume=counter, chunk_size=chunk_size,
+               encode=getattr(ranker, "encode_stage", None))
     return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked,
                        counter.reliability if counter.probabilities else None,
                        counter.nil if counter.probabilities else None)

@@ -160,7 +160,7 @@ def link_chunks(items: Iterable[Document | BadRecord], ranker: Ranker, options: 
         units=lambda item: len(item.mentions) if isinstance(item, Document) else 0,
         prepare=lambda group: ranker.prepare(_spans(group)),
         rank=lambda prepared: ranker.rank(prepared, options.top_k),
-        chunk_size=options.chunk_size, outcome=outcome)
+        chunk_size=options.chunk_size, outcome=outcome, encode=getattr(ranker, "encode_stage", None))
     try:
         for group, ranking in stream:
             yield _linked(group, ranking, options)

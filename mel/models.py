@@ -66,6 +66,11 @@ class ModelManifest:
     files: dict
     mel_version: str
     tools: dict = field(default_factory=dict)
+    # How each derived variant was made and how close it is to fp32 ({"int8": {...}}), and
+    # the variant `--precision auto` runs per device ({"cpu": "int8", "cuda": "fp16"}),
+    # both measured at export (exporters/variants.py). Older folders have neither.
+    variants: dict = field(default_factory=dict)
+    auto: dict = field(default_factory=dict)
     command: str = ""
     created: str = ""
     identity: str = ""  # model_identity(files), written at export; "" in folders of older mel
@@ -145,6 +150,13 @@ def _check_fields(data: dict[str, Any], where: str) -> None:
                                           "with fp32")
     if not isinstance(data.get("tools", {}), dict):
         raise _field(where, "tools", "is not an object")
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict) or not all(isinstance(report, dict) for report in variants.values()):
+        raise _field(where, "variants", "is not an object of objects")
+    auto = data.get("auto", {})
+    if not isinstance(auto, dict) or any(device not in ("cpu", "cuda") or choice not in precisions
+                                         for device, choice in auto.items()):
+        raise _field(where, "auto", f"is {auto!r}, expected cpu and cuda mapped to variants the folder has")
     _check_files(data, where)
 
 

@@ -2,8 +2,12 @@
 
     reader thread:   take items from the source, cut chunks of about `chunk_size`
                      units (mentions), prepare each chunk (tokenise)       -> queue
+    [encoder thread: encode each prepared chunk, when an `encode` stage is given] -> queue
     ranking thread:  rank each chunk (encode with onnxruntime, search)     -> queue
     calling thread:  consume each chunk (write records, count hits)
+
+The optional encoder thread is for a GPU: with it, tokenising, searching and
+writing all overlap the encoder instead of searching waiting for it.
 
 Chunks travel in input order, so output order is input order. Queues hold at most
 `depth` chunks, so memory stays flat for any input. onnxruntime, ScaNN and the
@@ -38,6 +42,7 @@ class StageTimes:
 
     prepare: float = 0.0  # reading the source and preparing chunks
     rank: float = 0.0
+    encode: float = 0.0  # the optional encoder stage
     consume: float = 0.0
 
 
@@ -89,8 +94,10 @@ def chunked(items: Iterable[T], units: Callable[[T], int], chunk_size: int,
 
 def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
                 units: Callable[[T], int] = lambda item: 1, chunk_size: int = 1024, depth: int = 3,
-                outcome: StreamOutcome | None = None) -> Generator[tuple[list[T], Any], None, None]:
+                outcome: StreamOutcome | None = None, encode: Callable[[Any], Any] | None = None
+                ) -> Generator[tuple[list[T], Any], None, None]:
     """(items, ranked) for each chunk, in input order, consumed by the caller; see the module docstring.
+    `encode`, when given, maps each prepared chunk to what `rank` receives, on a thread of its own.
 
     Closing the iterator early (a `break`, an exception in the caller) stops the other stages.
     """
@@ -99,6 +106,7 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
     outcome = outcome if outcome is not None else StreamOutcome()
     times = outcome.times
     to_rank: queue.Queue = queue.Queue(maxsize=depth)
+    to_encode: queue.Queue = queue.Queue(maxsize=depth) if encode is not None else to_rank
     to_consume: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -129,6 +137,21 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
                     break
                 chunk = Chunk(group, prepare(group))
                 times.prepare += time.perf_counter() - started
+                if not put(to_encode, chunk):
+                    return
+        finally:
+            put(to_encode, _DONE)
+
+    def encode_chunks() -> None:
+        assert encode is not None
+        try:
+            while True:
+                chunk = take(to_encode, reader)
+                if chunk is _DONE:
+                    break
+                started = time.perf_counter()
+                chunk.prepared = encode(chunk.prepared)
+                times.encode += time.perf_counter() - started
                 if not put(to_rank, chunk):
                     return
         finally:
@@ -137,7 +160,7 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
     def ranking() -> None:
         try:
             while True:
-                chunk = take(to_rank, reader)
+                chunk = take(to_rank, feeder)
                 if chunk is _DONE:
                     break
                 started = time.perf_counter()
@@ -148,9 +171,13 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
         finally:
             put(to_consume, _DONE)
 
-    reader, ranker = _Stage(read, "mel-prepare"), _Stage(ranking, "mel-rank")
-    reader.start()
-    ranker.start()
+    reader = _Stage(read, "mel-prepare")
+    encoder = _Stage(encode_chunks, "mel-encode") if encode is not None else None
+    feeder = encoder if encoder is not None else reader
+    ranker = _Stage(ranking, "mel-rank")
+    stages = [reader, *([encoder] if encoder is not None else []), ranker]
+    for stage in stages:
+        stage.start()
     finished = False
     try:
         while True:
@@ -167,21 +194,23 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
         # races a caller that drops its output on an exception (Ctrl-C, a signal).
         stop.set()
         ranker.join(timeout=5)
+        if encoder is not None:
+            encoder.join(timeout=5)
         # The reader may wait on input (a pipe) and touches no output: when the run is
         # abandoned it is left behind (a daemon thread) after a short wait.
         reader.join(timeout=5 if finished else 0.5)
-    for stage in (reader, ranker):
+    for stage in stages:
         if stage.error is not None:
             raise stage.error
 
 
 def run_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: Callable[[Any], Any],
                consume: Callable[[list[T], Any], bool], units: Callable[[T], int] = lambda item: 1,
-               chunk_size: int = 1024, depth: int = 3) -> StreamOutcome:
-    """Run `items` through the three stages, `consume` in the calling thread; see the module docstring."""
+               chunk_size: int = 1024, depth: int = 3, encode: Callable[[Any], Any] | None = None) -> StreamOutcome:
+    """Run `items` through the stages, `consume` in the calling thread; see the module docstring."""
     outcome = StreamOutcome()
     stream = iter_stream(items, prepare=prepare, rank=rank, units=units, chunk_size=chunk_size, depth=depth,
-                         outcome=outcome)
+                         outcome=outcome, encode=encode)
     try:
         for group, ranked in stream:
             if not consume(group, ranked):

@@ -20,7 +20,7 @@ find at all (for the upper bound); `describe()` is the method's part of a report
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,13 +81,21 @@ class RetrieverRanker:
     entry_order_ties: bool = False
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def encode_stage(self) -> Callable[[list[list[int]]], np.ndarray] | None:
+        """The encoder as a pipeline stage of its own on CUDA (the GPU then overlaps tokenising,
+        searching and writing); on CPU encoding and searching share the cores, so none."""
+        return self.retriever.encode if self.retriever.encoder.device == "cuda" else None
+
     def prepare(self, spans: Sequence[MentionSpan]) -> list[list[int]]:
         return self.retriever.query_ids(spans)
 
-    def rank(self, prepared: list[list[int]], k: int) -> Ranking:
-        if not prepared:
+    def rank(self, prepared: list[list[int]] | np.ndarray, k: int) -> Ranking:
+        """Top-k of tokenised queries, or of their vectors when the encode stage made them."""
+        if not len(prepared):
             return Ranking.empty(0, k)
-        result = self.retriever.search(prepared, k)
+        vectors = prepared if isinstance(prepared, np.ndarray) else self.retriever.encode(prepared)
+        result = self.retriever.search_vectors(vectors, k)
         if not self.entry_order_ties:
             return Ranking(result.qids, result.scores)
         order = tie_order(result.scores, result.entry_ids, result.qids >= 0)

@@ -4,8 +4,9 @@ An index's manifest says which model encoded it and how queries must be
 encoded (the mention in context, or the mention string alone). A `Retriever`
 opens both, refuses a model whose checksum differs from the manifest's
 (unless told to allow it, for experiments), and turns mentions into top-k
-distinct QIDs in two steps: `query_ids` (tokenise; cheap, run ahead in the
-pipeline's reader) and `search` (encode and search).
+distinct QIDs in steps: `query_ids` (tokenise; cheap, run ahead in the
+pipeline's reader), `encode` and `search_vectors` (`search` does both; on a GPU
+the pipeline runs them on separate threads, so that searching overlaps encoding).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from mel.encoding import Encoder
 from mel.errors import ArtifactError, MelError, ModelError
@@ -131,15 +134,21 @@ class Retriever:
             return self.encoder.tokens.strings([s.string for s in spans], role="mention")
         return self.encoder.tokens.mentions(spans, role="mention")
 
-    def search(self, query_ids: Sequence[Sequence[int]], k: int) -> SearchResult:
-        """Encode the tokenised queries and return each one's top-k distinct QIDs."""
+    def encode(self, query_ids: Sequence[Sequence[int]]) -> np.ndarray:
         started = time.perf_counter()
         vectors = self.encoder.encode_ids(query_ids)
-        encoded = time.perf_counter()
+        self.seconds["encode"] += time.perf_counter() - started
+        return vectors
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> SearchResult:
+        started = time.perf_counter()
         result = self.index.search(vectors, k)
-        self.seconds["encode"] += encoded - started
-        self.seconds["search"] += time.perf_counter() - encoded
+        self.seconds["search"] += time.perf_counter() - started
         return result
+
+    def search(self, query_ids: Sequence[Sequence[int]], k: int) -> SearchResult:
+        """Encode the tokenised queries and return each one's top-k distinct QIDs."""
+        return self.search_vectors(self.encode(query_ids), k)
 
     def describe(self) -> dict:
         """The index and model, for reports."""

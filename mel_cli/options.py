@@ -31,8 +31,8 @@ ENCODER_OPTIONS = [
     click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                  help="Where the encoder runs; auto picks CUDA when onnxruntime has it and a GPU is seen."),
     click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto", show_default=True,
-                 help="Which model variant to run: auto is int8 on CPU and fp16 on CUDA when the model folder has "
-                      "them, else fp32."),
+                 help="Which model variant to run: auto is the one the model's export measured fastest at the "
+                      "accuracy bar (int8 or fp32 on CPU, fp16 on CUDA when the folder has it), else fp32."),
     click.option("--threads", type=click.IntRange(1, 1024), default=None,
                  help="CPU threads for the encoder and for string matching (default: the cores this process "
                       "may use)."),

@@ -18,21 +18,24 @@ TINY_WORDS = ("the of and a to in is was for on that with as by at from city riv
               "president company fruit apple planet element mercury jordan amazon java island").split()
 
 
-def write_wordpiece_vocab(path: Path) -> int:
+def write_wordpiece_vocab(path: Path, repeated: tuple[str, ...] = ()) -> int:
+    """vocab.txt; `repeated` tokens get a second line at the end (real checkpoints have such lines)."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokens += list(string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation)
     tokens += ["##" + c for c in string.ascii_lowercase + string.ascii_uppercase + string.digits]
     tokens += [w for w in TINY_WORDS if w not in tokens]
+    tokens += list(repeated)
     path.write_text("\n".join(tokens) + "\n")
     return len(tokens)
 
 
-def make_tiny_checkpoint(folder: Path, *, seed: int = 0, safetensors: bool = True, **overrides) -> Path:
+def make_tiny_checkpoint(folder: Path, *, seed: int = 0, safetensors: bool = True, repeated: tuple[str, ...] = (),
+                         **overrides) -> Path:
     """Save a randomly initialised BertModel (with pooler) and a WordPiece vocab to `folder`."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_size = write_wordpiece_vocab(folder / "vocab.txt")
+    vocab_size = write_wordpiece_vocab(folder / "vocab.txt", repeated)
     torch.manual_seed(seed)
     config = transformers.BertConfig(**{**TINY_CONFIG, "vocab_size": vocab_size, **overrides})
     model = transformers.BertModel(config).eval()

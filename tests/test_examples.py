@@ -15,3 +15,15 @@ def test_the_sample_data_passes_check_samples():
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("all checks passed")
     assert "kb.jsonl: 401 entities, 3609 lines" in done.stdout
+
+
+def test_the_shipped_calibration_texts_are_what_make_calibration_writes():
+    import hashlib
+
+    from mel.exporters.quantize import CALIBRATION_SHA256
+
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "make_calibration.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = (ROOT / "exporters" / "data" / "calibration.jsonl").read_bytes()
+    assert hashlib.sha256(shipped).hexdigest() == CALIBRATION_SHA256

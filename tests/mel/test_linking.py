@@ -184,6 +184,7 @@ def test_order_is_kept_across_many_small_chunks(label_index, tmp_path):
 
 
 def test_min_score_makes_nil(label_index, tmp_path):
+    # The fused linker's scores are probabilities, below 0.999 for every mention here.
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(main, ["link", str(write_corpus(tmp_path / "in.jsonl")), "--index",
                                        str(label_index), "-o", str(out), "--min-score", "0.999"])
@@ -191,3 +192,39 @@ def test_min_score_makes_nil(label_index, tmp_path):
     mentions = [m for r in read_lines(out.read_bytes()) for m in r["mentions"]]
     assert all(m["qid"] is None and m["score"] < 0.999 and m["candidates"] for m in mentions)
     assert "6 mentions, 0 linked, 6 NIL" in result.output
+
+
+def test_min_score_on_cosines_is_batch_independent(label_index, tmp_path):
+    # The six mentions are spelled as labels, and the int8 encoder embeds a string the same
+    # in any batch, so they score 1 against their label; a near-miss spelling stays below.
+    near = {"id": "en2", "lang": "en", "text": "A week in Pariss.", "mentions": [{"start": 10, "end": 16}]}
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["link", str(write_corpus(tmp_path / "in.jsonl", CORPUS + [near])), "--index",
+                                       str(label_index), "--method", "labels", "-o", str(out),
+                                       "--min-score", "0.9999"])
+    assert result.exit_code == 0, result.output
+    mentions = [m for r in read_lines(out.read_bytes()) for m in r["mentions"]]
+    assert all(m["candidates"] and (m["qid"] is None) == (m["score"] < 0.9999) for m in mentions)
+    assert [m["score"] >= 0.99999 for m in mentions] == [True] * 6 + [False]
+    assert "7 mentions, 6 linked, 1 NIL" in result.output
+
+
+def test_encoding_on_its_own_stage_links_the_same(label_index, tmp_path, monkeypatch):
+    # On CUDA the encoder runs as a pipeline stage of its own; here it is forced on CPU.
+    plain, staged = tmp_path / "plain.jsonl", tmp_path / "staged.jsonl"
+    corpus = str(write_corpus(tmp_path / "in.jsonl"))
+    # (the retriever methods run on RetrieverRanker; the fused linker encodes inside its rank step)
+    args = ["link", corpus, "--index", str(label_index), "--method", "labels", "-o"]
+    assert CliRunner().invoke(main, [*args, str(plain)]).exit_code == 0
+    staged_calls = []
+
+    def stage(self):
+        def encode(ids):
+            staged_calls.append(len(ids))
+            return self.retriever.encode(ids)
+        return encode
+
+    monkeypatch.setattr(RetrieverRanker, "encode_stage", property(stage))
+    assert CliRunner().invoke(main, [*args, str(staged)]).exit_code == 0
+    assert sum(staged_calls) == 6  # every mention went through the encoder stage
+    assert staged.read_bytes() == plain.read_bytes()

@@ -131,6 +131,9 @@ MANIFEST_CASES = {
     "special ids without pad": (lambda d: d.update(special_ids={"start": 0, "end": 2, "padding": 1}),
                                 "field 'special_ids' needs start, end and pad"),
     "pooling": (lambda d: d.update(pooling="max"), "field 'pooling' is 'max', expected one of mean, cls, pooler"),
+    "auto names a missing variant": (lambda d: d.update(auto={"cpu": "fp16"}), "field 'auto' is {'cpu': 'fp16'}"),
+    "auto for an unknown device": (lambda d: d.update(auto={"tpu": "fp32"}), "field 'auto' is {'tpu': 'fp32'}"),
+    "variants not objects": (lambda d: d.update(variants={"int8": 1}), "field 'variants' is not an object"),
 }
 
 

@@ -28,7 +28,7 @@ def test_chunks_never_split_an_item_and_unitless_items_are_capped():
     assert [len(c) for c in chunked([0] * 50, lambda i: i, 1, max_items=16)] == [16, 16, 16, 2]
 
 
-@pytest.mark.parametrize("stage", ["source", "prepare", "rank", "consume"])
+@pytest.mark.parametrize("stage", ["source", "prepare", "encode", "rank", "consume"])
 def test_the_first_error_of_any_stage_is_raised_in_the_caller(stage):
     def source():
         yield from range(10)
@@ -42,7 +42,8 @@ def test_the_first_error_of_any_stage_is_raised_in_the_caller(stage):
 
     with pytest.raises(ValueError, match=stage):
         run_stream(source(), prepare=lambda items: fail("prepare", items), rank=lambda p: fail("rank", p),
-                   consume=lambda items, ranked: fail("consume", True), chunk_size=3)
+                   consume=lambda items, ranked: fail("consume", True), chunk_size=3,
+                   encode=lambda p: fail("encode", p))
     assert threading.active_count() == 1 or all(not t.name.startswith("mel-") or not t.is_alive()
                                                 for t in threading.enumerate())
 
@@ -74,3 +75,30 @@ def test_memory_is_bounded_the_reader_runs_at_most_a_few_chunks_ahead():
     run_stream(source(), prepare=list, rank=rank, consume=lambda items, r: True, chunk_size=10, depth=2)
     for number, seen in enumerate(ranked):
         assert seen <= (number + 1 + 2 + 1) * 10
+
+
+def test_an_encode_stage_runs_on_its_own_thread_in_order():
+    threads, seen = set(), []
+
+    def encode(prepared):
+        threads.add(threading.current_thread().name)
+        return [x * 2 for x in prepared]
+
+    outcome = run_stream(range(100), prepare=list, encode=encode, rank=lambda p: [x + 1 for x in p],
+                         consume=lambda items, ranked: seen.extend(ranked) or True, chunk_size=7)
+    assert seen == [2 * i + 1 for i in range(100)]
+    assert threads == {"mel-encode"} and outcome.times.encode > 0
+
+
+def test_a_stop_while_the_caller_waits_does_not_hang():
+    # The consumer stops while the reader is still preparing: the caller must not wait forever.
+    def slow_prepare(items):
+        import time
+
+        time.sleep(0.05)
+        return items
+
+    for encode in (None, list):
+        outcome = run_stream(range(1000), prepare=slow_prepare, rank=list, encode=encode,
+                             consume=lambda items, ranked: False, chunk_size=10)
+        assert outcome.stopped

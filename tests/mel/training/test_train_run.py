@@ -98,8 +98,9 @@ def test_a_rounds_recall_is_what_mel_eval_reports(trained, synthetic, tmp_path):
                        "--exact", "-o", str(index), "-q"])
     assert built.exit_code == 0, built.output
     report = tmp_path / "r.json"
-    evaluated = run(main, ["eval", "jsonl", str(held_out), "--index", str(index), "--precision", "fp32", "--exact",
-                           "--k", "1,10", "--report", str(report), "-q"])
+    # a round evaluates the bi-encoder alone: the index's context view, not the fused linker
+    evaluated = run(main, ["eval", "jsonl", str(held_out), "--index", str(index), "--method", "biencoder",
+                           "--precision", "fp32", "--exact", "--k", "1,10", "--report", str(report), "-q"])
     assert evaluated.exit_code == 0, evaluated.output
     micro = orjson.loads(report.read_bytes())["results"]["micro"]
     last = result.history[-1]["eval"]
