@@ -13,12 +13,11 @@ from mel.cli import main
 from tests.conftest import TINY_WORDS
 
 KB = [(f"Q{100 + i}", word) for i, word in enumerate(TINY_WORDS)]
-# Plain, sharded and Ray runs encode in different batches, so an embedding can differ in its last float
-# digits (~1e-6). The fused linker (the default method) turns that into probabilities up to a few 1e-3
-# apart: a near-tie at the edge of a view's top 30 changes a mention's candidate set, and with it the
-# normalised probabilities. Its records are compared within 1e-2 (the bound for batch-dependent
-# embeddings); raw cosine scores (--method biencoder) stay within 1e-5.
-LINKER_TOL = 1e-2
+# Plain, sharded and Ray runs encode in different batches; the static int8 variant (the CPU default)
+# embeds a text the same in any batch, so records agree within float printing (1e-6), fused linker
+# included. (With a batch-dependent variant, a near-tie at the edge of a view's top 30 could move the
+# linker's probabilities by a few 1e-3: the bound for that case was 1e-2.)
+LINKER_TOL = 1e-6
 
 
 def build_label_index(model: Path, folder: Path) -> Path:
