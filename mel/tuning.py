@@ -149,7 +149,7 @@ class FitSettings:
     max_rows: int = 150_000
 
 
-def _fit_trees(rows: TrainingRows, settings: FitSettings):
+def _fit_trees(rows: TrainingRows, settings: FitSettings, weights: np.ndarray | None = None):
     try:
         from sklearn.ensemble import GradientBoostingClassifier
     except ImportError:
@@ -160,7 +160,7 @@ def _fit_trees(rows: TrainingRows, settings: FitSettings):
                                        learning_rate=settings.learning_rate, subsample=settings.subsample,
                                        random_state=settings.seed)
     keep = _kept_rows(rows, settings)
-    model.fit(rows.X[keep], rows.y[keep])
+    model.fit(rows.X[keep], rows.y[keep], sample_weight=None if weights is None else weights[rows.mention][keep])
     return model
 
 
@@ -261,17 +261,20 @@ def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str]) -> d
 
 
 def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta: dict | None = None,
-                 groups: Sequence[int] | None = None) -> Reranker:
+                 groups: Sequence[int] | None = None, weights: Sequence[float] | None = None) -> Reranker:
     """Trees on every row; calibration on out-of-fold predictions (folds by document, or by
     `groups`, one number per mention: mentions of one group share a fold, as copies of one
-    document must, or the held-out predictions would have seen their twins)."""
+    document must, or the held-out predictions would have seen their twins). `weights`, one per
+    mention, weigh the trees' rows (so that a large set does not drown the others)."""
+    mention_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
     folds = np.array(rows.mention_doc if groups is None else groups) % settings.folds
     oof = np.zeros(len(rows.y))
     for fold in range(settings.folds):
         held = folds == fold
         if held.all() or not held.any():
             continue
-        model = _fit_trees(rows.subset(~held), settings)
+        model = _fit_trees(rows.subset(~held), settings,
+                           None if mention_weights is None else mention_weights[~held])
         part = held[rows.mention]
         oof[part] = model.decision_function(rows.X[part])
     temperature, none_logit = fit_softmax(oof, rows)
@@ -280,7 +283,7 @@ def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta
     calibration = Calibration(temperature, none_logit, fit_platt(p_top, correct, rows.mention_lang))
     meta = {"mel_version": __version__, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "settings": settings.__dict__, "mentions": rows.mentions, "rows": int(len(rows.y)), **(meta or {})}
-    return _export(_fit_trees(rows, settings), meta, calibration)
+    return _export(_fit_trees(rows, settings, mention_weights), meta, calibration)
 
 
 # --- measuring -----------------------------------------------------------------------------

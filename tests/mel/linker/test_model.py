@@ -10,7 +10,7 @@ import pytest
 from mel.errors import ArtifactError
 from mel.linker.features import FEATURES
 from mel.linker.model import Calibration, Reranker, calibrated, read_reranker, softmax_probabilities
-from mel.tuning import FitSettings, TrainingRows, fit_reranker, fit_softmax, measure
+from mel.tuning import FitSettings, TrainingRows, concatenate, fit_reranker, fit_softmax, measure
 
 pytest.importorskip("sklearn")
 
@@ -123,3 +123,15 @@ def test_calibrated_probabilities_of_a_mention_never_sum_above_one():
     p = calibrated(logits, mention, ["en", "en"], Calibration(1.0, -10.0, {"*": (3.0, 1.0)}))
     assert p[:3].sum() <= 1 + 1e-9 and abs(p[0] - p[1]) < 1e-12 and p[0] > 0.45
     assert 0.5 < p[3] < 1  # a lone candidate keeps its Platt probability
+
+
+def test_mention_weights_let_a_small_set_outweigh_a_large_one():
+    small, large = synthetic_rows(300, seed=8), synthetic_rows(3000, seed=9)
+    large.X[:, FEATURES.index("string_score")] *= -1  # the large set says the opposite
+    both = concatenate([small, large])
+    settings = FitSettings(trees=40)
+    plain = fit_reranker(both, settings)
+    weighted = fit_reranker(both, settings, weights=[1.0] * small.mentions + [0.01] * large.mentions)
+    fresh = synthetic_rows(1000, seed=10)
+    assert measure(weighted, fresh)["R@1"] >= 0.9 * _oracle_r1(fresh)
+    assert measure(plain, fresh)["R@1"] < 0.5 * _oracle_r1(fresh)
