@@ -160,12 +160,21 @@ def test_a_report_path_that_cannot_be_written_fails_before_the_evaluation(aliase
                              f"({tmp_path}/afile is a file, not a folder)\n")  # no results printed first
 
 
+def _child_signals(ignore: int | None) -> None:
+    """The child's stop signals as a terminal would leave them (the tests may run under nohup,
+    whose ignored SIGHUP the child would inherit and keep), then `ignore` ignored."""
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    if ignore is not None:
+        signal.signal(ignore, signal.SIG_IGN)
+
+
 def stopped_run(aliases: Path, out: Path, *signums: int, ignore: int | None = None) -> tuple[int, str]:
     """Start `mel link` on a stdin left open (so that it is mid-run), send `signums` once its
     temporary output exists; (exit code, stderr). `ignore`: a signal its parent ignores (nohup)."""
     process = subprocess.Popen([sys.executable, "-m", "mel", "link", "-", "--method", "alias", "--aliases",
                                 str(aliases), "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=None if ignore is None else lambda: signal.signal(ignore, signal.SIG_IGN))
+                               preexec_fn=lambda: _child_signals(ignore))
     try:
         process.stdin.write(DOCS.read_bytes())
         process.stdin.flush()
