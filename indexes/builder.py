@@ -37,6 +37,7 @@ from mel.artifacts import (
     fingerprint_change,
     follow_links,
     read_json,
+    replace_folder,
     sha256_file,
     tool_versions,
     write_json,
@@ -456,13 +457,7 @@ class IndexWriter:
         if self.folder.exists():
             if not self.force:
                 raise ArtifactError(f"{self.folder} already exists (use --force to replace it)")
-            old = self.folder.with_name(f".{self.folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.folder, old)
-            os.replace(self.partial, self.folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.partial, self.folder)
+        replace_folder(self.partial, self.folder)
 
     def abort(self) -> None:
         """Stop without finishing: keep what is on disk for a resumed build."""

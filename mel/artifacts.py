@@ -285,6 +285,19 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def replace_folder(new: Path, path: Path) -> None:
+    """Move the finished folder `new` to `path`; an existing `path` is set aside as `.NAME.old`
+    first and removed only once `new` is in place."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; move it into place on success.
@@ -306,14 +319,7 @@ def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_folder(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mel.aliases import AliasSettings, AliasTable, build_alias_table, build_name_table
-from mel.artifacts import cannot_write, command_line, fingerprint, folder_size, sha256_file, tool_versions, write_json
+from mel.artifacts import (
+    cannot_write,
+    command_line,
+    fingerprint,
+    folder_size,
+    replace_folder,
+    sha256_file,
+    tool_versions,
+    write_json,
+)
 from mel.damuel import WIKI_ORIGINS
 from mel.encoding import Encoder
 from mel.errors import ArtifactError, InputError, ModelError
@@ -253,7 +261,7 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
         tables = build_tables(partial, selection, progress)
         manifest = write_linker_manifest(partial, [v for v in views if v in built], tables, common,
                                          selection.report.to_json())
-        _move_into_place(partial, out)
+        replace_folder(partial, out)
     except NoEntries:
         shutil.rmtree(partial, ignore_errors=True)
         raise no_entries(selection) from None
@@ -365,17 +373,6 @@ def write_linker_manifest(partial: Path, views: list[str], tables: list[str], co
     }
     write_json(partial / MANIFEST_FILE, manifest)
     return manifest
-
-
-def _move_into_place(partial: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out)
 
 
 def _alias_table_record(folder: str) -> dict:
