@@ -142,39 +142,37 @@ def iter_stream(items: Iterable[T], *, prepare: Callable[[list[T]], Any], rank: 
         finally:
             put(to_encode, _DONE)
 
-    def encode_chunks() -> None:
-        assert encode is not None
-        try:
-            while True:
-                chunk = take(to_encode, reader)
-                if chunk is _DONE:
-                    break
-                started = time.perf_counter()
-                chunk.prepared = encode(chunk.prepared)
-                times.encode += time.perf_counter() - started
-                if not put(to_rank, chunk):
-                    return
-        finally:
-            put(to_rank, _DONE)
+    def relay(inbox: queue.Queue, giver: threading.Thread, step: Callable[[Chunk], None], clock: str,
+              outbox: queue.Queue) -> Callable[[], None]:
+        """A middle stage: take chunks from `inbox`, `step` each (its time charged to `times.clock`),
+        hand them on to `outbox`."""
+        def run() -> None:
+            try:
+                while True:
+                    chunk = take(inbox, giver)
+                    if chunk is _DONE:
+                        break
+                    started = time.perf_counter()
+                    step(chunk)
+                    setattr(times, clock, getattr(times, clock) + time.perf_counter() - started)
+                    if not put(outbox, chunk):
+                        return
+            finally:
+                put(outbox, _DONE)
+        return run
 
-    def ranking() -> None:
-        try:
-            while True:
-                chunk = take(to_rank, feeder)
-                if chunk is _DONE:
-                    break
-                started = time.perf_counter()
-                chunk.ranked = rank(chunk.prepared)
-                times.rank += time.perf_counter() - started
-                if not put(to_consume, chunk):
-                    return
-        finally:
-            put(to_consume, _DONE)
+    def encode_step(chunk: Chunk) -> None:
+        assert encode is not None
+        chunk.prepared = encode(chunk.prepared)
+
+    def rank_step(chunk: Chunk) -> None:
+        chunk.ranked = rank(chunk.prepared)
 
     reader = _Stage(read, "mel-prepare")
-    encoder = _Stage(encode_chunks, "mel-encode") if encode is not None else None
-    feeder = encoder if encoder is not None else reader
-    ranker = _Stage(ranking, "mel-rank")
+    encoder = (_Stage(relay(to_encode, reader, encode_step, "encode", to_rank), "mel-encode")
+               if encode is not None else None)
+    ranker = _Stage(relay(to_rank, encoder if encoder is not None else reader, rank_step, "rank", to_consume),
+                    "mel-rank")
     stages = [reader, *([encoder] if encoder is not None else []), ranker]
     for stage in stages:
         stage.start()
