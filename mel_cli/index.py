@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mel.cli.options import encoder_options, merge_renamed, renamed, split_commas
+from mel.cli.options import encoder_options, engine_options, merge_renamed, renamed, split_commas
 
 
 @click.group()
@@ -68,22 +68,13 @@ def index() -> None:
               help="Job I of N (I from 0): build only its shards into the parts folder -o (string view shard s "
                    "when s mod N == I, context view shard s when (s+1) mod N == I; job 0 also the tables); "
                    "`mel index assemble` joins the N parts folders into the index.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process; ray: view shards embedded, searchers and tables built by a Ray actor "
-                   "pool (pip install 'mel[ray]'), then assembled into -o.")
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="--engine ray: encoder actors (default: the cluster's CPUs / --cpus-per-worker).")
-@click.option("--cpus-per-worker", type=click.FloatRange(0.01), default=1.0, show_default=True,
-              help="--engine ray: CPUs each actor reserves (and encoder threads, unless --threads).")
-@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="--engine ray: GPUs each actor reserves (use with --device cuda).")
-@click.option("--address", default=None,
-              help="--engine ray: a running Ray cluster (default: $RAY_ADDRESS, else a local cluster).")
+@engine_options(engine_help="local: this process; ray: view shards embedded, searchers and tables built by a Ray "
+                            "actor pool (pip install 'mel[ray]'), then assembled into -o.",
+                workers_help="--engine ray: encoder actors (default: the cluster's CPUs / --cpus-per-worker).")
 @encoder_options
 def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, require_page, limit,
               contexts_per_qid, all_origins, shard_size, num_leaves, leaves_to_search, reorder, exact, resume,
-              force, strict, shard_spec, engine, workers, cpus_per_worker, gpus_per_worker, address, encoder,
-              quiet) -> None:
+              force, strict, shard_spec, engine, ray, encoder, quiet) -> None:
     """Encode a knowledge base into a linker index.
 
     The index holds a string view (labels and aliases, queried by the mention
@@ -122,14 +113,6 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
                             contexts_per_qid=contexts_per_qid, all_origins=all_origins, report=report)
     settings = IndexSettings(shard_size=shard_size, num_leaves=num_leaves, leaves_to_search=leaves_to_search,
                              reorder_num_neighbors=reorder, scann=not exact)
-    ray_options = {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
-                   "address": address}
-    ctx = click.get_current_context()
-    if engine == "local":
-        given = [f"--{k.replace('_', '-')}" for k in ray_options
-                 if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"{', '.join(given)}: for --engine ray")
     if (shard_spec is not None or engine == "ray") and resume:
         raise click.UsageError("--resume is for a local build of the whole index")
     if shard_spec is not None and engine == "ray":
@@ -138,11 +121,10 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
         import dataclasses
 
         from mel.engines.ray_index import build_index_with_ray
-        from mel.engines.ray_link import RayOptions
 
         if encoder.threads is None:
-            encoder = dataclasses.replace(encoder, threads=max(1, int(cpus_per_worker)))
-        manifest = build_index_with_ray(output, selection, encoder, settings, RayOptions(**ray_options),
+            encoder = dataclasses.replace(encoder, threads=max(1, int(ray.cpus_per_worker)))
+        manifest = build_index_with_ray(output, selection, encoder, settings, ray,
                                         force=force, announce=note)
         print_skip_report(report)
         _say_built(output, manifest)

@@ -6,10 +6,8 @@ import sys
 
 import click
 
-from mel.cli.options import encoder_options, no_verify_option
+from mel.cli.options import encoder_options, engine_options, no_verify_option
 from mel.methods import DEFAULT_METHOD, METHODS
-
-ENGINES = ("local", "ray")
 
 
 class LinkGroup(click.Group):
@@ -79,25 +77,16 @@ class _Inputs(click.Argument):
                    "there are several inputs, else chunk c of --shard-docs documents to shard c mod N.")
 @click.option("--shard-docs", type=click.IntRange(1), default=10_000, show_default=True,
               help="Documents per chunk when --shard splits one input.")
-@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-              help="local: this process; ray: Ray Data (pip install 'mel[ray]'), an actor pool of Linkers "
-                   "writing the run folder -o.")
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="--engine ray: Linker actors (default: the cluster's CPUs / --cpus-per-worker).")
-@click.option("--cpus-per-worker", type=click.FloatRange(0.01), default=1.0, show_default=True,
-              help="--engine ray: CPUs each actor reserves (and encoder threads, unless --threads).")
-@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="--engine ray: GPUs each actor reserves (use with --device cuda).")
-@click.option("--task-docs", type=click.IntRange(1), default=2_000, show_default=True,
-              help="--engine ray: documents per task (one read block, one actor call, one part file).")
-@click.option("--address", default=None,
-              help="--engine ray: a running Ray cluster (default: $RAY_ADDRESS, else a local cluster).")
+@engine_options(engine_help="local: this process; ray: Ray Data (pip install 'mel[ray]'), an actor pool of "
+                            "Linkers writing the run folder -o.",
+                workers_help="--engine ray: Linker actors (default: the cluster's CPUs / --cpus-per-worker).",
+                task_docs=True)
 @click.option("--compress", is_flag=True, help="Run folders: write part files as .jsonl.zst.")
 @click.option("--force", is_flag=True, help="Replace the run folder -o if it exists.")
 @encoder_options
 def link(inputs, index_dir, aliases_dir, method, output, errors_path, top_k, min_score, min_prob, explain, strict,
-         allow_model_mismatch, exact, no_verify, shard_spec, shard_docs, engine, workers, cpus_per_worker,
-         gpus_per_worker, task_docs, address, compress, force, encoder, quiet) -> None:
+         allow_model_mismatch, exact, no_verify, shard_spec, shard_docs, engine, ray, compress,
+         force, encoder, quiet) -> None:
     """Link the mentions of documents to Wikidata QIDs.
 
     INPUTS are mel documents JSON Lines (plain or zstd, detected by content;
@@ -142,13 +131,6 @@ def link(inputs, index_dir, aliases_dir, method, output, errors_path, top_k, min
                                "use --min-score)")
     if explain and method != "linker":
         raise click.UsageError("--explain shows the fused linker's features: use it with --method linker")
-    ray_options = {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
-                   "task_docs": task_docs, "address": address}
-    if engine == "local":
-        given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items()
-                 if click.get_current_context().get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"{', '.join(given)}: for --engine ray")
     folder_out = shard_spec is not None or engine == "ray"
     if folder_out:
         if output is None:
@@ -166,12 +148,12 @@ def link(inputs, index_dir, aliases_dir, method, output, errors_path, top_k, min
                               exact=exact, allow_model_mismatch=allow_model_mismatch, explain=explain,
                               verify=not no_verify)
     if engine == "ray":
-        from mel.engines.ray_link import RayOptions, link_with_ray
+        from mel.engines.ray_link import link_with_ray
 
         if encoder.threads is None:
             settings = dataclasses.replace(settings, encoder=dataclasses.replace(
-                encoder, threads=max(1, int(cpus_per_worker))))
-        run = link_with_ray(paths, settings, output, RayOptions(**ray_options), compress=compress, force=force,
+                encoder, threads=max(1, int(ray.cpus_per_worker))))
+        run = link_with_ray(paths, settings, output, ray, compress=compress, force=force,
                             announce=None if quiet else note)
         stats = run.stats
     else:

@@ -9,6 +9,8 @@ import click
 from mel.models import PRECISIONS
 from mel.runtime import DEVICES
 
+ENGINES = ("local", "ray")
+
 
 def split_commas(ctx, param, values):
     """Callback: comma-separated and/or repeated values -> a tuple (None when not given)."""
@@ -52,6 +54,46 @@ def encoder_options(function):
                                                        threads=threads, batch_size=batch_size), **kwargs)
 
     return _apply(wrapper, ENCODER_OPTIONS)
+
+
+def engine_options(*, engine_help: str, workers_help: str, task_docs: bool = False):
+    """Adds --engine and the Ray options (--workers, --cpus-per-worker, --gpus-per-worker, with
+    `task_docs` --task-docs, --address) of `mel link` and `mel index build`; the command receives
+    `engine` and `ray`: the Ray options (a RayOptions) for --engine ray, else None. A Ray option
+    given with --engine local is a usage error."""
+    options = [
+        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, help=engine_help),
+        click.option("--workers", type=click.IntRange(1), default=None, help=workers_help),
+        click.option("--cpus-per-worker", type=click.FloatRange(0.01), default=1.0, show_default=True,
+                     help="--engine ray: CPUs each actor reserves (and encoder threads, unless --threads)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+                     help="--engine ray: GPUs each actor reserves (use with --device cuda)."),
+        *([click.option("--task-docs", type=click.IntRange(1), default=2_000, show_default=True,
+                        help="--engine ray: documents per task (one read block, one actor call, one part file).")]
+          if task_docs else []),
+        click.option("--address", default=None,
+                     help="--engine ray: a running Ray cluster (default: $RAY_ADDRESS, else a local cluster)."),
+    ]
+    names = ["workers", "cpus_per_worker", "gpus_per_worker", *(["task_docs"] if task_docs else []), "address"]
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, engine, **kwargs):
+            values = {name: kwargs.pop(name) for name in names}
+            if engine == "local":
+                ctx = click.get_current_context()
+                given = [f"--{name.replace('_', '-')}" for name in names
+                         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+                if given:
+                    raise click.UsageError(f"{', '.join(given)}: for --engine ray")
+                return function(*args, engine=engine, ray=None, **kwargs)
+            from mel.engines.ray_link import RayOptions
+
+            return function(*args, engine=engine, ray=RayOptions(**values), **kwargs)
+
+        return _apply(wrapper, options)
+
+    return decorate
 
 
 # In every command that opens an index (link, eval jsonl, eval mewsli9).
