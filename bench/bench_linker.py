@@ -139,7 +139,7 @@ def main() -> int:
             others = [n for n in names if group[n] != group[name]]
             # Each set weighs the same, as in bench/fit_default_reranker.py.
             sizes = [collected[n].mentions for n in others]
-            weights = [sum(sizes) / (len(sizes) * size) for size in sizes for _ in range(size)]
+            weights = linker_data.equal_set_weights(sizes)
             fitted_for[group[name]] = fit_reranker(concatenate([collected[n] for n in others]), FitSettings(),
                                                    groups=[g for n in others for g in groups[n]], weights=weights)
         measured = measure(fitted_for[group[name]], collected[name])

@@ -129,7 +129,7 @@ def main() -> int:
         groups.extend(base + doc % count for doc in part.mention_doc)
         base += count
     everything = concatenate(rows)
-    weights = [sum(sizes) / (len(sizes) * size) for size in sizes for _ in range(size)]
+    weights = linker_data.equal_set_weights(sizes)
     reranker = fit_reranker(everything, FitSettings(), meta={"fitted_on": FIT_ON, "sets_weigh_the_same": True},
                             groups=groups, weights=weights)
     write_json(args.out, reranker.to_json())

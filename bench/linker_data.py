@@ -70,3 +70,8 @@ def build(kb: Path, folder: Path, kinds: str = "label,description") -> Path:
     if result.exit_code != 0:
         raise SystemExit(f"index build failed for {kb}: {result.output}")
     return folder
+
+
+def equal_set_weights(sizes: list[int]) -> list[float]:
+    """One weight per mention, so that each set (of `sizes` mentions) weighs the same in a fit."""
+    return [sum(sizes) / (len(sizes) * size) for size in sizes for _ in range(size)]
