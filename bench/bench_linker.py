@@ -7,8 +7,9 @@ the default model and a linker index of the set's own KB (--kinds label,descript
 
 - `labels` (the string view alone) and the untuned linker (the default reranker shipped
   with mel): micro R@1 from `mel eval jsonl`, and the linker's calibration error;
-- the linker tuned leave-one-set-out: the reranker fitted (as `mel index tune` does, each
-  set weighing the same) on the other sets' gold mentions, measured on the set left out
+- the linker tuned leave-one-set-out: the reranker fitted (as the default is: each set
+  weighing the same, one Platt scaling for all languages) on the other sets' gold mentions,
+  measured on the set left out
   (OKE-2015 and OKE-2016 share sentences, so they are left out together);
 - the English sets again against the union of their KBs;
 - speed: `mel link` of the same documents with --method labels, biencoder and linker.
@@ -141,7 +142,8 @@ def main() -> int:
             sizes = [collected[n].mentions for n in others]
             weights = linker_data.equal_set_weights(sizes)
             fitted_for[group[name]] = fit_reranker(concatenate([collected[n] for n in others]), FitSettings(),
-                                                   groups=[g for n in others for g in groups[n]], weights=weights)
+                                                   groups=[g for n in others for g in groups[n]], weights=weights,
+                                                   per_language=False)
         measured = measure(fitted_for[group[name]], collected[name])
         entry = results["sets"][name]
         entry["linker_tuned_leave_one_out"] = {"R@1": measured["R@1"], "ece": measured["calibration"]["ece"],

@@ -208,9 +208,11 @@ def _gold_index(rows: TrainingRows) -> np.ndarray:
     return out
 
 
-def fit_softmax(logits: np.ndarray, rows: TrainingRows) -> tuple[float, float]:
-    """Temperature and "none" logit that maximise the likelihood of the gold candidate (or of none)."""
+def fit_softmax(logits: np.ndarray, rows: TrainingRows, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Temperature and "none" logit that maximise the (mention-weighted) likelihood of the gold
+    candidate, or of none."""
     gold = _gold_index(rows)
+    weight = np.ones(rows.mentions) if weights is None else np.asarray(weights, dtype=np.float64)
     best, best_nll = (1.0, 0.0), math.inf
     for temperature in np.geomspace(0.25, 8, 25):
         for none_logit in np.linspace(-8, 8, 33):
@@ -218,7 +220,7 @@ def fit_softmax(logits: np.ndarray, rows: TrainingRows) -> tuple[float, float]:
             total = np.zeros(rows.mentions)
             np.add.at(total, rows.mention, p)
             target = np.where(gold >= 0, p[gold.clip(0)], 1 - total)
-            nll = -np.log(np.clip(target, 1e-12, 1)).sum()
+            nll = -(weight * np.log(np.clip(target, 1e-12, 1))).sum()
             if nll < best_nll:
                 best, best_nll = (float(temperature), float(none_logit)), nll
     return best
@@ -238,22 +240,26 @@ def _top(p: np.ndarray, rows: TrainingRows) -> tuple[np.ndarray, np.ndarray]:
     return top_p, correct
 
 
-def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Platt scaling sigmoid(a * logit(p) + c) of top-1 probabilities, per language with enough mentions."""
+def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str], weights: np.ndarray | None = None,
+              per_language: bool = True) -> dict[str, tuple[float, float]]:
+    """Platt scaling sigmoid(a * logit(p) + c) of top-1 probabilities (mention-weighted), for all
+    languages ("*") and, with `per_language`, for each language with enough mentions."""
     from sklearn.linear_model import LogisticRegression
+
+    weight = np.ones(len(p_top)) if weights is None else np.asarray(weights, dtype=np.float64)
 
     def fit(mask: np.ndarray) -> tuple[float, float]:
         if mask.sum() < 20 or correct[mask].all() or not correct[mask].any():
             return (1.0, 0.0)
         clipped = np.clip(p_top[mask], 1e-6, 1 - 1e-6)
         x = np.log(clipped / (1 - clipped))[:, None]
-        model = LogisticRegression(C=100.0).fit(x, correct[mask])
+        model = LogisticRegression(C=100.0).fit(x, correct[mask], sample_weight=weight[mask])
         a, c = float(model.coef_[0, 0]), float(model.intercept_[0])
         return (a, c) if a > 0 else (1.0, 0.0)
 
     langs_array = np.array(langs)
     out = {"*": fit(np.ones(len(langs_array), dtype=bool))}
-    for lang in sorted(set(langs)):
+    for lang in sorted(set(langs)) if per_language else ():
         mask = langs_array == lang
         if mask.sum() >= MIN_PLATT_MENTIONS:
             out[lang] = fit(mask)
@@ -261,11 +267,14 @@ def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str]) -> d
 
 
 def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta: dict | None = None,
-                 groups: Sequence[int] | None = None, weights: Sequence[float] | None = None) -> Reranker:
+                 groups: Sequence[int] | None = None, weights: Sequence[float] | None = None,
+                 per_language: bool = True) -> Reranker:
     """Trees on every row; calibration on out-of-fold predictions (folds by document, or by
     `groups`, one number per mention: mentions of one group share a fold, as copies of one
     document must, or the held-out predictions would have seen their twins). `weights`, one per
-    mention, weigh the trees' rows (so that a large set does not drown the others)."""
+    mention, weigh the trees' rows and the calibration (so that a large set does not drown the
+    others). `per_language` False fits one Platt scaling for every language: right when each
+    language comes from other sources, where a per-language fit learns the source, not the language."""
     mention_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
     folds = np.array(rows.mention_doc if groups is None else groups) % settings.folds
     oof = np.zeros(len(rows.y))
@@ -277,10 +286,11 @@ def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta
                            None if mention_weights is None else mention_weights[~held])
         part = held[rows.mention]
         oof[part] = model.decision_function(rows.X[part])
-    temperature, none_logit = fit_softmax(oof, rows)
+    temperature, none_logit = fit_softmax(oof, rows, mention_weights)
     p = softmax_probabilities(oof, rows.mention, temperature, none_logit)
     p_top, correct = _top(p, rows)
-    calibration = Calibration(temperature, none_logit, fit_platt(p_top, correct, rows.mention_lang))
+    calibration = Calibration(temperature, none_logit,
+                              fit_platt(p_top, correct, rows.mention_lang, mention_weights, per_language))
     meta = {"mel_version": __version__, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "settings": settings.__dict__, "mentions": rows.mentions, "rows": int(len(rows.y)), **(meta or {})}
     return _export(_fit_trees(rows, settings, mention_weights), meta, calibration)

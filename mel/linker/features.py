@@ -2,7 +2,8 @@
 
 Candidates are the union of the string view's top k (mention string vs names), the
 context view's top k (mention in context vs descriptions and training contexts), the
-KB name table's entities for the mention's loosely normalised string, and the alias
+KB name table's entities for the mention's loosely normalised string (and, for a mention
+written as an acronym, the entities whose names have those initials), and the alias
 table's (training links; exact-normalised lookup, fuzzy for a miss). Every candidate
 gets every view's score, whichever source found it: a candidate missing from a view's
 top k is scored against its own entries in that view.
@@ -11,7 +12,8 @@ Features (FEATURES, one column each):
 - string_*, context_*: the view's cosine, rank (k when not in its top k), the gap to
   the view's best candidate, whether the view found it, whether the index has the view;
 - exact, folded, loose: the mention equals the candidate's best-matching name, case-
-  folded, or loosely normalised (accents, case, punctuation); name_ratio and
+  folded, or loosely normalised (accents, case, punctuation); acronym: the mention is
+  written as an acronym ("UK", "S.F.") of one of its names ("United Kingdom"); name_ratio and
   name_token_set: RapidFuzz similarity to the nearest name; names: how many names the
   entity has; ambiguity: how many entities share the mention's loose name;
 - prior, prior_count, link_popularity, has_links, alias_found: P(entity | alias) and
@@ -29,6 +31,7 @@ Features (FEATURES, one column each):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,17 +44,21 @@ from mel.indexes.searcher import Index, SearchResult
 FEATURES = (
     "string_score", "string_rank", "string_gap", "string_found", "has_string",
     "context_score", "context_rank", "context_gap", "context_found", "has_context",
-    "exact", "folded", "loose", "name_ratio", "name_token_set", "names", "ambiguity",
+    "exact", "folded", "loose", "acronym", "name_ratio", "name_token_set", "names", "ambiguity",
     "prior", "prior_count", "link_popularity", "has_links", "alias_found", "prior_gap",
     "log_qid", "lang_match",
     "mention_length", "mention_tokens", "mention_upper",
     "coref_longer", "same_top", "coherence",
 )
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
-VIEW_BITS = {"string": 1, "context": 2, "names": 4, "aliases": 8}
+VIEW_BITS = {"string": 1, "context": 2, "names": 4, "aliases": 8, "initials": 16}
 MAX_NAME_HITS = 50  # entities taken from one name-table or alias-table hit (most named first)
 FUZZY_MAX_ALIASES = 1_000_000  # fuzzy alias lookup only in tables up to this size
 FUZZY_CUTOFF = 80
+# Words an acronym may skip ("FDA": Food and Drug Administration); names are loosely normalised.
+ACRONYM_SKIPS = frozenset(
+    "a an and at by de del der des di die du el et for in la le les of on the to und von y".split())
+_ACRONYM_NOISE = re.compile(r"[.\s#()&'’]")
 
 
 @dataclass
@@ -99,6 +106,47 @@ def fuzzy_hits(table: AliasTable, key: str) -> tuple[list[int], list[int]]:
         qids += found.tolist()
         counts += found_counts.tolist()
     return qids, counts
+
+
+def acronym_key(text: str) -> str:
+    """The letters of a mention written as an acronym ("UK", "S.F.", "WoW": 2 to 6 letters, at least
+    two of them capitals), case-folded; "" for any other mention."""
+    letters = _ACRONYM_NOISE.sub("", text)
+    if not 2 <= len(letters) <= 6 or not letters.isalpha() or sum(c.isupper() for c in letters) < 2:
+        return ""
+    return letters.casefold()
+
+
+def name_initials(name: str) -> set[str]:
+    """The acronyms a loosely normalised name of two or more words can have: the initials of
+    every word, and of every word but the small ones (ACRONYM_SKIPS)."""
+    words = name.split()
+    if len(words) < 2:
+        return set()
+    found = {"".join(w[0] for w in words), "".join(w[0] for w in words if w not in ACRONYM_SKIPS)}
+    return {key for key in found if 2 <= len(key) <= 6}
+
+
+class InitialsIndex:
+    """Acronym -> the entities with a name of those initials, from a KB name table. Built on the first
+    lookup, in one pass over the table's names (a second or so per million names), and kept."""
+
+    def __init__(self, table: AliasTable) -> None:
+        self.table = table
+        self._rows: dict[str, list[int]] | None = None
+
+    def hits(self, key: str) -> list[int]:
+        """Entities (lowest QID first, at most MAX_NAME_HITS) for an acronym_key."""
+        if not key:
+            return []
+        if self._rows is None:
+            rows: dict[str, list[int]] = {}
+            for row, name in enumerate(self.table.strings()):
+                for initials in name_initials(name):
+                    rows.setdefault(initials, []).append(row)
+            self._rows = rows
+        found = {int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()}
+        return sorted(found)[:MAX_NAME_HITS]
 
 
 def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention: np.ndarray,

@@ -112,8 +112,13 @@ class Reranker:
     trees: tuple[Tree, ...]
     calibration: Calibration = field(default_factory=Calibration)
     meta: dict = field(default_factory=dict)
+    # Where each of its features is in the rows it is given, when those have more or other-ordered
+    # columns (a reranker fitted by an earlier mel, which computed fewer features); None: the same.
+    columns: tuple[int, ...] | None = None
 
     def logits(self, X: np.ndarray) -> np.ndarray:
+        if self.columns is not None:
+            X = X[:, list(self.columns)]
         out = np.full(len(X), self.init, dtype=np.float64)
         for tree in self.trees:
             out += self.learning_rate * tree.predict(X)
@@ -135,10 +140,13 @@ class Reranker:
             found = data.get("format") if isinstance(data, dict) else None
             raise ArtifactError(f"{where}: not a reranker (format {found!r}, this mel reads {FORMAT!r})")
         features = tuple(data.get("features") or ())
+        columns = None
         if expected_features is not None and features != expected_features:
             missing = sorted(set(features) - set(expected_features))
-            raise ArtifactError(f"{where}: fitted on features this mel does not compute "
-                                f"({', '.join(missing) or 'another order'}); tune it again with this version")
+            if missing or len(set(features)) != len(features):
+                raise ArtifactError(f"{where}: fitted on features this mel does not compute "
+                                    f"({', '.join(missing) or 'a repeated name'}); tune it again with this version")
+            columns = tuple(expected_features.index(name) for name in features)
         try:
             init, rate = float(data["init"]), float(data["learning_rate"])
             trees = tuple(Tree.from_json(t, len(features), f"{where}: tree {i}") for i, t in enumerate(data["trees"]))
@@ -147,7 +155,7 @@ class Reranker:
         if not (math.isfinite(init) and math.isfinite(rate)):
             raise ArtifactError(f"{where}: init and learning_rate must be finite")
         return cls(features, init, rate, trees, Calibration.from_json(data.get("calibration") or {}, where),
-                   dict(data.get("meta") or {}))
+                   dict(data.get("meta") or {}), columns)
 
 
 def softmax_probabilities(logits: np.ndarray, mention: np.ndarray, temperature: float,

@@ -25,6 +25,8 @@ from mel.linker.features import (
     FEATURES,
     VIEW_BITS,
     CandidateRows,
+    InitialsIndex,
+    acronym_key,
     document_features,
     fuzzy_hits,
     gap_to_best,
@@ -32,6 +34,7 @@ from mel.linker.features import (
     log_qid,
     loose_key,
     mention_shape,
+    name_initials,
     popularity,
     safe_log1p,
     table_hits,
@@ -49,6 +52,7 @@ VIEW_K = 30  # candidates taken from each view
 class Prepared:
     spans: list[MentionSpan]
     keys: list[str]
+    acronyms: list[str]  # acronym_key of each mention ("" when not written as one)
     string_ids: list[list[int]] | None
     context_ids: list[list[int]] | None
 
@@ -69,6 +73,7 @@ class FusedLinker:
 
     def __post_init__(self) -> None:
         self.names = self.index.tables.get("names")
+        self.initials = InitialsIndex(self.names) if self.names is not None else None
         self.use_aliases(self.index.tables.get("aliases"))
 
     def use_aliases(self, table: AliasTable | None) -> None:
@@ -82,7 +87,7 @@ class FusedLinker:
         tokens = self.encoder.tokens
         spans = list(spans)
         return Prepared(
-            spans, [loose_key(s.string) for s in spans],
+            spans, [loose_key(s.string) for s in spans], [acronym_key(s.string) for s in spans],
             tokens.strings([s.string for s in spans], role="mention") if self.string is not None else None,
             tokens.mentions(spans, role="mention") if self.context is not None else None)
 
@@ -170,6 +175,9 @@ class FusedLinker:
             name_hits.append(dict(zip(names_q, names_c)))
             for q in names_q:
                 sources[q] = sources.get(q, 0) | VIEW_BITS["names"]
+            if self.initials is not None:
+                for q in self.initials.hits(prepared.acronyms[m]):
+                    sources[q] = sources.get(q, 0) | VIEW_BITS["initials"]
             counts: dict[int, int] = {}
             if self.aliases is not None:
                 aq, ac = table_hits(self.aliases, prepared.keys[m])
@@ -249,15 +257,21 @@ class FusedLinker:
             return
         # RapidFuzz over each mention's candidates' names at once.
         cache: dict[int, list[str]] = {}
+        initials: dict[int, set[str]] = {}
         for m in np.unique(rows.mention).tolist():
             mine = np.flatnonzero(rows.mention == m)
             names, owner = [], []
+            acronym = prepared.acronyms[m]
             for r in mine.tolist():
                 q = int(rows.qid[r])
                 found = cache.get(q)
                 if found is None:
                     found = cache[q] = [self.names.alias(int(row)) for row in self.names.alias_rows_of_qid(q)]
                 X[r, COLUMN["names"]] = len(found)
+                if acronym:
+                    if q not in initials:
+                        initials[q] = set().union(*(name_initials(name) for name in found))
+                    X[r, COLUMN["acronym"]] = acronym in initials[q]
                 names += found
                 owner += [r] * len(found)
             if not names or not prepared.keys[m]:

@@ -187,3 +187,16 @@ def test_an_older_single_view_index_still_links(default_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "single-view index" in result.stderr
     assert json.loads(result.stdout.splitlines()[0])["mentions"][0]["qid"] == "Q142"
+
+
+def test_a_mention_written_as_an_acronym_gets_the_entities_of_those_initials(default_model, tmp_path):
+    kb = [entity("Q145", "United Kingdom"), entity("Q1330725", "UK"), entity("Q204711", "Food and Drug Administration"),
+          *DISTRACTORS]
+    index = build(tmp_path, "acronyms", kb)
+    (record,) = link(index, tmp_path, [doc("d", "The U.K. and the FDA agreed in Paris.", ("U.K.", None), ("FDA", None),
+                                           ("Paris", None))], "--explain")
+    uk, fda, paris = ({c["qid"]: c for c in m["candidates"]} for m in record["mentions"])
+    assert "initials" in uk["Q145"]["views"] and uk["Q145"]["features"]["acronym"] == 1
+    assert uk["Q1330725"]["features"]["acronym"] == 0  # the entity labelled "UK" is no acronym of a name
+    assert "initials" in fda["Q204711"]["views"] and fda["Q204711"]["features"]["acronym"] == 1
+    assert all("initials" not in c["views"] and c["features"]["acronym"] == 0 for c in paris.values())

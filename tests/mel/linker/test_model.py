@@ -111,6 +111,23 @@ def test_a_damaged_reranker_file_is_refused(tmp_path, change, message):
         read_reranker(path, FEATURES)
 
 
+def test_a_reranker_fitted_on_fewer_features_still_reads_and_scores_its_own_columns(tmp_path):
+    rows = synthetic_rows(300, seed=3)
+    reranker = fit_reranker(rows, FitSettings(trees=20))
+    data = json.loads(json.dumps(reranker.to_json()))
+    older = [name for name in FEATURES if name != "acronym"]  # as an earlier mel computed them
+    keep = [FEATURES.index(name) for name in older]
+    for tree in data["trees"]:  # renumber the trees' features into the older list
+        tree["feature"] = [older.index(FEATURES[f]) if f >= 0 else f for f in tree["feature"]]
+    data["features"] = older
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(data))
+    again = read_reranker(path, FEATURES)
+    assert again.features == tuple(older)
+    assert np.allclose(again.logits(rows.X), reranker.logits(rows.X))
+    assert np.allclose(again.logits(rows.X), Reranker.from_json(data, "older").logits(rows.X[:, keep]))
+
+
 def test_the_default_reranker_ships_and_reads():
     default = read_reranker(None, FEATURES)
     assert default.trees and default.features == FEATURES
@@ -135,3 +152,21 @@ def test_mention_weights_let_a_small_set_outweigh_a_large_one():
     fresh = synthetic_rows(1000, seed=10)
     assert measure(weighted, fresh)["R@1"] >= 0.9 * _oracle_r1(fresh)
     assert measure(plain, fresh)["R@1"] < 0.5 * _oracle_r1(fresh)
+
+
+def test_platt_scaling_per_language_or_one_for_all_and_weighted():
+    from mel.tuning import fit_platt
+
+    rng = np.random.default_rng(11)
+    n = 400
+    p_top = rng.uniform(0.05, 0.95, size=2 * n)
+    # "de" is right as often as p says; "en" far less often.
+    correct = np.concatenate([rng.uniform(size=n) < p_top[:n], rng.uniform(size=n) < 0.3 * p_top[n:]])
+    langs = ["de"] * n + ["en"] * n
+    per = fit_platt(p_top, correct, langs)
+    assert set(per) == {"*", "de", "en"} and per["en"][1] < per["de"][1] - 1
+    one = fit_platt(p_top, correct, langs, per_language=False)
+    assert set(one) == {"*"} and one["*"] == per["*"]
+    # Weighing "de" up pulls the shared scaling to de's (near the identity: a ≈ 1, c ≈ 0).
+    weighted = fit_platt(p_top, correct, langs, np.array([1.0] * n + [0.01] * n), per_language=False)
+    assert abs(weighted["*"][1] - per["de"][1]) < abs(one["*"][1] - per["de"][1])

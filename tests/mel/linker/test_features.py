@@ -1,0 +1,47 @@
+"""Candidate features that need no model: acronyms and the initials of the KB's names."""
+
+from __future__ import annotations
+
+import pytest
+
+from mel.aliases import AliasSettings, AliasTable, count_aliases, normalize_alias
+from mel.linker.features import MAX_NAME_HITS, InitialsIndex, acronym_key, name_initials
+from mel.streams import SkipReport
+
+
+@pytest.mark.parametrize("mention,key", [
+    ("UK", "uk"), ("S.F.", "sf"), ("WoW", "wow"), ("NFL)", "nfl"), ("#NASA", "nasa"), ("США", "сша"),
+    ("Paris", ""), ("ufc", ""), ("U", ""), ("ABCDEFG", ""), ("A1", ""), ("東京", ""), ("", ""),
+])
+def test_acronym_key_takes_only_mentions_written_as_acronyms(mention, key):
+    assert acronym_key(mention) == key
+
+
+def test_name_initials_with_and_without_the_small_words():
+    assert name_initials("united kingdom") == {"uk"}
+    assert name_initials("food and drug administration") == {"fada", "fda"}
+    assert name_initials("world of warcraft") == {"wow", "ww"}
+    assert name_initials("paris") == set()  # one word: no acronym
+    assert name_initials("a b c d e f g h") == set()  # longer than any acronym_key
+
+
+def table_of(tmp_path, names: list[tuple[str, int]]) -> AliasTable:
+    folder = tmp_path / "names"
+    pairs = ((normalize_alias(name, loose=True), qid, "en") for name, qid in names)
+    count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
+    return AliasTable.open(folder)
+
+
+def test_the_initials_index_finds_the_entities_an_acronym_stands_for(tmp_path):
+    table = table_of(tmp_path, [("United Kingdom", 145), ("University of Kentucky", 1360303), ("UK", 1330725),
+                                ("Food and Drug Administration", 204711), ("Paris", 90)])
+    initials = InitialsIndex(table)
+    assert initials.hits(acronym_key("U.K.")) == [145, 1360303]  # lowest QID first; "UK" itself is one word
+    assert initials.hits(acronym_key("FDA")) == [204711]
+    assert initials.hits(acronym_key("Paris")) == [] and initials.hits("zz") == []
+
+
+def test_the_initials_index_keeps_at_most_max_name_hits(tmp_path):
+    table = table_of(tmp_path, [(f"big {w}", 1000 + i) for i, w in enumerate(f"b{n}" for n in range(80))])
+    hits = InitialsIndex(table).hits("bb")
+    assert hits == list(range(1000, 1000 + MAX_NAME_HITS))
