@@ -140,7 +140,8 @@ class FitSettings:
     trees: int = 200
     depth: int = 3
     learning_rate: float = 0.1
-    subsample: float = 0.8
+    l2: float = 1.0  # added to each leaf's hessian sum
+    min_leaf: int = 20  # rows in a leaf, at least
     folds: int = 3
     seed: int = 0
     # The trees see every positive row and the hard negatives (near the top of a view, or
@@ -151,14 +152,18 @@ class FitSettings:
 
 def _fit_trees(rows: TrainingRows, settings: FitSettings, weights: np.ndarray | None = None):
     try:
-        from sklearn.ensemble import GradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier
     except ImportError:
         raise InputError("mel index tune needs scikit-learn: pip install 'mel[tune]'") from None
     if rows.y.sum() == 0 or rows.y.sum() == len(rows.y):
         raise InputError("the gold mentions give no positive (or no negative) candidate to learn from")
-    model = GradientBoostingClassifier(n_estimators=settings.trees, max_depth=settings.depth,
-                                       learning_rate=settings.learning_rate, subsample=settings.subsample,
-                                       random_state=settings.seed)
+    # L2-regularised leaves: a Newton step on a leaf of rows already scored near 0 or 1 divides by
+    # almost nothing (plain gradient boosting gave one leaf a value of 261, which put a random
+    # entity above an exact full-name match on a new set); the penalty bounds every leaf.
+    model = HistGradientBoostingClassifier(max_iter=settings.trees, max_depth=settings.depth, max_leaf_nodes=None,
+                                           learning_rate=settings.learning_rate,
+                                           l2_regularization=settings.l2, min_samples_leaf=settings.min_leaf,
+                                           early_stopping=False, random_state=settings.seed)
     keep = _kept_rows(rows, settings)
     model.fit(rows.X[keep], rows.y[keep], sample_weight=None if weights is None else weights[rows.mention][keep])
     return model
@@ -186,18 +191,19 @@ def _kept_rows(rows: TrainingRows, settings: FitSettings) -> np.ndarray:
 
 
 def _export(model, meta: dict, calibration: Calibration) -> Reranker:
-    prior = float(np.clip(model.init_.class_prior_[1], 1e-6, 1 - 1e-6))
+    """scikit-learn's histogram gradient boosting as mel's trees: x[feature] <= threshold goes left
+    (features are never missing), leaf values already carry the learning rate."""
     trees = []
-    for estimator in model.estimators_[:, 0]:
-        tree = estimator.tree_
-        leaf = tree.children_left < 0  # scikit-learn marks a leaf by its children (its feature is -2)
-        feature = np.where(leaf, -1, tree.feature).astype(np.int32)
-        trees.append(Tree(feature, np.where(leaf, 0.0, tree.threshold).astype(np.float64),
-                          np.where(leaf, -1, tree.children_left).astype(np.int32),
-                          np.where(leaf, -1, tree.children_right).astype(np.int32),
-                          tree.value[:, 0, 0].astype(np.float64)))
-    return Reranker(FEATURES, math.log(prior / (1 - prior)), float(model.learning_rate), tuple(trees), calibration,
-                    meta)
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        trees.append(Tree(np.where(leaf, -1, nodes["feature_idx"]).astype(np.int32),
+                          np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64),
+                          np.where(leaf, -1, nodes["left"]).astype(np.int32),
+                          np.where(leaf, -1, nodes["right"]).astype(np.int32),
+                          np.where(leaf, nodes["value"], 0.0).astype(np.float64)))
+    init = float(np.asarray(model._baseline_prediction).ravel()[0])
+    return Reranker(FEATURES, init, 1.0, tuple(trees), calibration, meta)
 
 
 def _gold_index(rows: TrainingRows) -> np.ndarray:

@@ -20,6 +20,9 @@ Features (FEATURES, one column each):
   counts from training links, and the entity's total links; prior_gap: the mention's best
   prior minus this one's (a strong prior for another entity counts against an exact label);
 - log_qid: log10 of the QID number (older Wikidata items are the better-known ones);
+  qid_gap: for a candidate with a name holding all the mention's words, its log_qid minus
+  the lowest among such candidates of the mention ("President" -> the older "President of
+  the United States" beside an item labelled "President"), -1 for any other candidate;
 - lang_match: the best-matching name is in the document's language;
 - mention_length, mention_tokens, mention_upper: the mention's shape;
 - coref_longer: a longer mention of the same document containing this one's words
@@ -46,7 +49,7 @@ FEATURES = (
     "context_score", "context_rank", "context_gap", "context_found", "has_context",
     "exact", "folded", "loose", "acronym", "name_ratio", "name_token_set", "names", "ambiguity",
     "prior", "prior_count", "link_popularity", "has_links", "alias_found", "prior_gap",
-    "log_qid", "lang_match",
+    "log_qid", "qid_gap", "lang_match",
     "mention_length", "mention_tokens", "mention_upper",
     "coref_longer", "same_top", "coherence",
 )
@@ -255,6 +258,15 @@ def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], d
                 if other_vectors is not None:
                     sims = np.sort(other_vectors @ vectors[r])[-3:]
                     X[r, COLUMN["coherence"]] = float(sims.mean())
+
+
+def qid_gap(X: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+    """The qid_gap column, from the log_qid and name_token_set columns of each mention's rows."""
+    contains = X[:, COLUMN["name_token_set"]] >= 0.999
+    age = X[:, COLUMN["log_qid"]].astype(np.float64)
+    lowest = np.full(n, np.inf)
+    np.minimum.at(lowest, mention[contains], age[contains])
+    return np.where(contains, age - lowest[mention], -1.0).astype(np.float32)
 
 
 def loose_key(text: str) -> str:

@@ -36,6 +36,7 @@ from mel.linker.features import (
     mention_shape,
     name_initials,
     popularity,
+    qid_gap,
     safe_log1p,
     table_hits,
     view_scores,
@@ -210,6 +211,7 @@ class FusedLinker:
             X[:, COLUMN["link_popularity"]] = popularity(self.aliases, self._totals, rows.qid)
             X[:, COLUMN["has_links"]] = 1.0
         X[:, COLUMN["log_qid"]] = log_qid(rows.qid)
+        X[:, COLUMN["qid_gap"]] = qid_gap(X, rows.mention, n)
         shapes = np.array([mention_shape(s.string) for s in prepared.spans], dtype=np.float32)
         X[:, COLUMN["mention_length"]] = shapes[rows.mention, 0]
         X[:, COLUMN["mention_tokens"]] = shapes[rows.mention, 1]

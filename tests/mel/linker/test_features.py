@@ -45,3 +45,17 @@ def test_the_initials_index_keeps_at_most_max_name_hits(tmp_path):
     table = table_of(tmp_path, [(f"big {w}", 1000 + i) for i, w in enumerate(f"b{n}" for n in range(80))])
     hits = InitialsIndex(table).hits("bb")
     assert hits == list(range(1000, 1000 + MAX_NAME_HITS))
+
+
+def test_qid_gap_compares_ages_among_the_candidates_holding_the_mentions_words():
+    import numpy as np
+
+    from mel.linker.features import COLUMN, FEATURES, qid_gap
+
+    # Mention 0: three candidates, two of whose names hold the mention's words; mention 1: none do.
+    mention = np.array([0, 0, 0, 1, 1])
+    X = np.zeros((5, len(FEATURES)), dtype=np.float32)
+    X[:, COLUMN["log_qid"]] = [1.8, 5.7, 0.5, 3.0, 4.0]
+    X[:, COLUMN["name_token_set"]] = [1.0, 1.0, 0.6, 0.9, 0.2]
+    gap = qid_gap(X, mention, 2)
+    assert np.allclose(gap, [0.0, 3.9, -1.0, -1.0, -1.0])
