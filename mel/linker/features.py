@@ -132,7 +132,7 @@ def name_initials(name: str) -> set[str]:
 
 class InitialsIndex:
     """Acronym -> the entities with a name of those initials, from a KB name table. Built on the first
-    lookup, in one pass over the table's names (about 2.6 s and 0.1 GB per million names, measured
+    lookup, in one pass over the table's names (about 2.6 s per million names, measured
     on 753k names), and kept for the process."""
 
     def __init__(self, table: AliasTable) -> None:
