@@ -59,18 +59,23 @@ DATA_FILES = ("alias_offsets.npy", "pair_offsets.npy", "qids.npy", "counts.npy",
 # The inverse index (QID -> its aliases), written by this version; older tables lack it.
 INVERSE_FILES = ("qid_alias_offsets.npy", "qid_alias_rows.npy")
 NORMALIZATION = "whitespace runs -> one space, trimmed, NUL removed"
-LOOSE_NORMALIZATION = "NFKD, combining marks removed, case-folded, non-word characters -> space, whitespace runs -> one"
+LOOSE_NORMALIZATION = ("line-break hyphens (¬, soft hyphen) joined, NFKD, combining marks removed, case-folded, "
+                       "non-word characters -> space, whitespace runs -> one")
 _SEP = b"\x00"  # between alias and QID in sort keys: below every character an alias keeps
 _NON_WORD = re.compile(r"[^\w]+")
+# OCR of printed text marks a word broken at a line end with "¬" (or a soft hyphen): "Bundesversamm¬ lung".
+_LINE_BREAK_HYPHEN = re.compile("[\u00ac\u00ad]\\s*")
 
 
 def normalize_alias(text: str, cased: bool = True, loose: bool = False) -> str:
     """The form an alias is stored and looked up in.
 
-    `loose` also folds case, accents and punctuation ("São Paulo", "SAO-PAULO" -> "sao paulo").
+    `loose` also folds case, accents and punctuation ("São Paulo", "SAO-PAULO" -> "sao paulo")
+    and joins words broken at a line end ("Kon¬ stantinopel" -> "konstantinopel").
     """
     text = text.replace("\x00", "")
     if loose:
+        text = _LINE_BREAK_HYPHEN.sub("", text)
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
         text = _NON_WORD.sub(" ", text.casefold()).replace("_", " ")
     text = " ".join(text.split())

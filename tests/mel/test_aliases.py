@@ -184,6 +184,12 @@ def test_the_inverse_index_gives_each_qids_aliases(tmp_path):
     assert len(table.alias_rows_of_qid(5)) == 0
 
 
+def test_loose_keys_join_words_broken_at_a_line_end_by_ocr():
+    assert normalize_alias("Kon¬ stantinopel", loose=True) == normalize_alias("Konstantinopel", loose=True)
+    assert normalize_alias("Bundes\u00adversammlung", loose=True) == "bundesversammlung"  # soft hyphen
+    assert normalize_alias("Kon¬ stantinopel") == "Kon¬ stantinopel"  # exact keys keep what was written
+
+
 def test_a_loose_name_table_folds_case_accents_and_punctuation(tmp_path):
     from mel.aliases import build_name_table
 
