@@ -13,11 +13,13 @@ from mel.cli import main
 from tests.conftest import TINY_WORDS
 
 KB = [(f"Q{100 + i}", word) for i, word in enumerate(TINY_WORDS)]
-# Plain, sharded and Ray runs encode in different batches; the static int8 variant (the CPU default)
-# embeds a text the same in any batch, so records agree within float printing (1e-6), fused linker
-# included. (With a batch-dependent variant, a near-tie at the edge of a view's top 30 could move the
-# linker's probabilities by a few 1e-3: the bound for that case was 1e-2.)
-LINKER_TOL = 1e-6
+# Plain, sharded and Ray runs encode in different batches; fp32 and the static int8 variant (the CPU
+# default) embed a text the same in any batch up to float rounding (about 1e-7: the padding length
+# changes the order of sums). A reranker tree whose split falls inside that rounding moves a
+# probability by its leaf's small share (2e-6 seen, with 6-decimal printing on top), so records agree
+# within 1e-5, fused linker included. (With a batch-dependent variant, a near-tie at the edge of a
+# view's top 30 could move the linker's probabilities by a few 1e-3: the bound was 1e-2.)
+LINKER_TOL = 1e-5
 
 
 def build_label_index(model: Path, folder: Path) -> Path:
