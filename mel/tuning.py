@@ -197,10 +197,11 @@ def _export(model, meta: dict, calibration: Calibration) -> Reranker:
     for (predictor,) in model._predictors:
         nodes = predictor.nodes
         leaf = nodes["is_leaf"].astype(bool)
-        trees.append(Tree(np.where(leaf, -1, nodes["feature_idx"]).astype(np.int32),
+        # Node numbers come as uint32: widen before -1 can mark a leaf (NumPy 2.5 refuses -1 in uint32).
+        feature, left, right = (nodes[name].astype(np.int64) for name in ("feature_idx", "left", "right"))
+        trees.append(Tree(np.where(leaf, -1, feature).astype(np.int32),
                           np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64),
-                          np.where(leaf, -1, nodes["left"]).astype(np.int32),
-                          np.where(leaf, -1, nodes["right"]).astype(np.int32),
+                          np.where(leaf, -1, left).astype(np.int32), np.where(leaf, -1, right).astype(np.int32),
                           np.where(leaf, nodes["value"], 0.0).astype(np.float64)))
     init = float(np.asarray(model._baseline_prediction).ravel()[0])
     return Reranker(FEATURES, init, 1.0, tuple(trees), calibration, meta)
