@@ -139,18 +139,26 @@ class InitialsIndex:
         self.table = table
         self._rows: dict[str, list[int]] | None = None
 
-    def hits(self, key: str) -> list[int]:
-        """Entities (lowest QID first, at most MAX_NAME_HITS) for an acronym_key."""
+    def entities(self, key: str) -> set[int]:
+        """Every entity with a name of these initials (an acronym_key; "" has none)."""
         if not key:
-            return []
+            return set()
         if self._rows is None:
             rows: dict[str, list[int]] = {}
             for row, name in enumerate(self.table.strings()):
                 for initials in name_initials(name):
                     rows.setdefault(initials, []).append(row)
             self._rows = rows
-        found = {int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()}
-        return sorted(found)[:MAX_NAME_HITS]
+        return {int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()}
+
+    def hits(self, key: str) -> list[int]:
+        """The candidates an acronym_key gives (see `lowest`)."""
+        return self.lowest(self.entities(key))
+
+    @staticmethod
+    def lowest(entities: set[int]) -> list[int]:
+        """Entities as candidates: lowest QID first, at most MAX_NAME_HITS."""
+        return sorted(entities)[:MAX_NAME_HITS]
 
 
 def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention: np.ndarray,

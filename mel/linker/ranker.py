@@ -34,7 +34,6 @@ from mel.linker.features import (
     log_qid,
     loose_key,
     mention_shape,
-    name_initials,
     popularity,
     qid_gap,
     safe_log1p,
@@ -165,6 +164,7 @@ class FusedLinker:
         name_hits: list[dict[int, int]] = []
         alias_hits: list[dict[int, float]] = []
         alias_counts: list[dict[int, int]] = []
+        acronym_of: list[set[int]] = []  # per mention: the entities with a name of its initials
         for m in range(n):
             sources: dict[int, int] = {}
             for result, bit in ((string_r, VIEW_BITS["string"]), (context_r, VIEW_BITS["context"])):
@@ -176,9 +176,10 @@ class FusedLinker:
             name_hits.append(dict(zip(names_q, names_c)))
             for q in names_q:
                 sources[q] = sources.get(q, 0) | VIEW_BITS["names"]
-            if self.initials is not None:
-                for q in self.initials.hits(prepared.acronyms[m]):
-                    sources[q] = sources.get(q, 0) | VIEW_BITS["initials"]
+            initials = self.initials.entities(prepared.acronyms[m]) if self.initials is not None else set()
+            acronym_of.append(initials)
+            for q in InitialsIndex.lowest(initials):
+                sources[q] = sources.get(q, 0) | VIEW_BITS["initials"]
             counts: dict[int, int] = {}
             if self.aliases is not None:
                 aq, ac = table_hits(self.aliases, prepared.keys[m])
@@ -206,6 +207,7 @@ class FusedLinker:
             X[r, COLUMN["prior"]] = alias_hits[m].get(q, 0.0)
             X[r, COLUMN["prior_count"]] = safe_log1p(alias_counts[m].get(q, 0))
             X[r, COLUMN["alias_found"]] = q in alias_counts[m]
+            X[r, COLUMN["acronym"]] = q in acronym_of[m]
         X[:, COLUMN["prior_gap"]] = gap_to_best(X[:, COLUMN["prior"]], rows.mention, n)
         if self.aliases is not None and self._totals is not None:
             X[:, COLUMN["link_popularity"]] = popularity(self.aliases, self._totals, rows.qid)
@@ -259,21 +261,15 @@ class FusedLinker:
             return
         # RapidFuzz over each mention's candidates' names at once.
         cache: dict[int, list[str]] = {}
-        initials: dict[int, set[str]] = {}
         for m in np.unique(rows.mention).tolist():
             mine = np.flatnonzero(rows.mention == m)
             names, owner = [], []
-            acronym = prepared.acronyms[m]
             for r in mine.tolist():
                 q = int(rows.qid[r])
                 found = cache.get(q)
                 if found is None:
                     found = cache[q] = [self.names.alias(int(row)) for row in self.names.alias_rows_of_qid(q)]
                 X[r, COLUMN["names"]] = len(found)
-                if acronym:
-                    if q not in initials:
-                        initials[q] = set().union(*(name_initials(name) for name in found))
-                    X[r, COLUMN["acronym"]] = acronym in initials[q]
                 names += found
                 owner += [r] * len(found)
             if not names or not prepared.keys[m]:
