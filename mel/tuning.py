@@ -138,7 +138,7 @@ def concatenate(rows: Sequence[TrainingRows]) -> TrainingRows:
 @dataclass(frozen=True)
 class FitSettings:
     trees: int = 200
-    depth: int = 3
+    depth: int = 4
     learning_rate: float = 0.1
     l2: float = 1.0  # added to each leaf's hessian sum
     min_leaf: int = 20  # rows in a leaf, at least

@@ -252,7 +252,7 @@ def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str
                    "wiki-origin links); repeatable.")
 @click.option("--trees", type=click.IntRange(10, 5000), default=200, show_default=True,
               help="Boosted trees in the reranker.")
-@click.option("--depth", type=click.IntRange(1, 8), default=3, show_default=True, help="Depth of each tree.")
+@click.option("--depth", type=click.IntRange(1, 8), default=4, show_default=True, help="Depth of each tree.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the trees' row sampling.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the tuning report (JSON) here.")

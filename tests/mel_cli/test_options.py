@@ -33,6 +33,15 @@ def test_encoder_options_have_one_name_default_and_help(name):
     assert len(forms) == 1, forms
 
 
+def test_tune_defaults_are_the_library_fit_settings():
+    # `mel index tune` and fit_reranker() must fit the same model when given no options.
+    from mel.tuning import FitSettings
+
+    tune = command(("index", "tune"))
+    for name in ("trees", "depth", "seed"):
+        assert option(tune, f"--{name}").default == getattr(FitSettings(), name), name
+
+
 def test_precision_means_which_variant_to_run_and_variants_which_to_write():
     for path in ENCODING_COMMANDS:
         assert option(command(path), "--precision").type.choices == ("auto", "fp32", "fp16", "int8")
