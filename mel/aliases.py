@@ -362,8 +362,9 @@ def build_name_table(out: str | os.PathLike, entities: Iterable[KBEntity], *, so
 
 def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]], settings: AliasSettings, *,
                   sources: list[dict], report: SkipReport, force: bool = False, flush_pairs: int = 2_000_000,
-                  progress: Callable[[int], None] | None = None, what: str = "pairs") -> dict:
-    """Count (alias, QID number, language) items per (normalised alias, QID) into a table at `out`."""
+                  progress: Callable[[int], None] | None = None, what: str = "pairs", empty_ok: bool = False) -> dict:
+    """Count (alias, QID number, language) items per (normalised alias, QID) into a table at `out`
+    (with `empty_ok`, an empty table when there are none)."""
     if settings.top_k < 1:
         raise InputError("--top-k must be at least 1")
     stats = AliasBuildStats()
@@ -388,7 +389,7 @@ def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]],
                 counter = {}
         if progress is not None:
             progress(stats.mentions)
-        if stats.mentions == 0:
+        if stats.mentions == 0 and not empty_ok:
             raise InputError(f"no {what} in the sources (see the report above): nothing to count")
         if runs and counter:
             runs.append(_spill(counter, spill_dir, len(runs)))

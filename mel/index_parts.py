@@ -15,7 +15,7 @@ the tables are built once, by job 0:
                                          skipped, what this folder holds
     PARTS/views/VIEW/shard-SSSSS/        shard SSSSS of a view as a one-shard index (`mel index verify`
                                          checks it like any index)
-    PARTS/tables/names/, tables/aliases/ the tables (job 0 only)
+    PARTS/tables/names/, initials/, aliases/  the tables (job 0 only)
 
 `mel index assemble PARTS... -o IDX` checks that the parts are those of one build and hold every
 shard of every view and every table exactly once, verifies every file's sha256, and writes the
@@ -125,7 +125,8 @@ def selected_views(selection: KBSelection) -> dict[str, tuple[str, ...]]:
 
 def selected_tables(selection: KBSelection) -> tuple[str, ...]:
     """The tables a build of the selection writes (as `mel.indexing.build_tables` does)."""
-    return (("names",) if selection.kb else ()) + (("aliases",) if selection.links or selection.aliases else ())
+    names = ("names", "initials") if selection.kb else ()
+    return names + (("aliases",) if selection.links or selection.aliases else ())
 
 
 def count_entries(selection: KBSelection) -> dict[str, int]:

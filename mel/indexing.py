@@ -39,6 +39,7 @@ from mel.indexes.builder import BuildProgress, EntryBatch, IndexWriter, NoEntrie
 from mel.indexes.manifest import KINDS, MANIFEST_FILE, QUERY_ENCODING_OF_KIND, read_manifest
 from mel.indexes.settings import IndexSettings
 from mel.indexes.verify import VerifyReport, info, verify
+from mel.initials import build_initials_table
 from mel.kb import read_kb, read_training_mentions
 from mel.linker.folder import FORMAT as LINKER_FORMAT
 from mel.linker.folder import (
@@ -316,7 +317,7 @@ def _fill_views(writers: dict[str, IndexWriter], views: dict[str, tuple[str, ...
 
 
 def build_tables(partial: Path, selection: KBSelection, progress: BuildProgress) -> list[str]:
-    """The name table (from --kb) and the alias table (from --links, or a copy of --aliases)."""
+    """The name and initials tables (from --kb) and the alias table (from --links, or a copy of --aliases)."""
     tables = []
     if selection.kb:
         folder = table_path(partial, "names")
@@ -328,6 +329,11 @@ def build_tables(partial: Path, selection: KBSelection, progress: BuildProgress)
                                report=SkipReport())  # the views' pass already reported every bad line
             build_name_table(folder, entities, source={"kb": [str(p) for p in selection.kb]}, force=True)
         tables.append("names")
+        initials = table_path(partial, "initials")
+        if not (initials / MANIFEST_FILE).is_file():
+            progress.status("initials table")
+            build_initials_table(initials, AliasTable.open(folder), force=True)
+        tables.append("initials")
     if selection.links or selection.aliases:
         folder = table_path(partial, "aliases")
         if not (folder / MANIFEST_FILE).is_file():

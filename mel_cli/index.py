@@ -155,7 +155,9 @@ def _say_built(output, manifest: dict) -> None:
             click.echo(f"{output}: {part[6:]} view: {counts['entries']:,} entries of {counts['qids']:,} QIDs; "
                        f"kinds {', '.join(counts['by_kind'])}; languages {', '.join(counts['by_language'])}")
         else:
-            click.echo(f"{output}: {part[7:]} table: {counts['aliases']:,} names of {counts['qids']:,} QIDs")
+            table = part[7:]
+            what = "acronyms" if table == "initials" else "names"
+            click.echo(f"{output}: {table} table: {counts['aliases']:,} {what} of {counts['qids']:,} QIDs")
 
 
 @index.command("assemble")

@@ -33,8 +33,8 @@ Features (FEATURES, one column each):
 
 from __future__ import annotations
 
+import heapq
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +43,7 @@ from rapidfuzz import fuzz, process
 
 from mel.aliases import AliasTable, normalize_alias
 from mel.indexes.searcher import Index, SearchResult
+from mel.initials import name_initials
 
 FEATURES = (
     "string_score", "string_rank", "string_gap", "string_found", "has_string",
@@ -58,10 +59,6 @@ VIEW_BITS = {"string": 1, "context": 2, "names": 4, "aliases": 8, "initials": 16
 MAX_NAME_HITS = 50  # entities taken from one name-table or alias-table hit (most named first)
 FUZZY_MAX_ALIASES = 1_000_000  # fuzzy alias lookup only in tables up to this size
 FUZZY_CUTOFF = 80
-# Words an acronym may skip ("FDA": Food and Drug Administration); names are loosely normalised.
-ACRONYM_SKIPS = frozenset(
-    "a an and at by de del der des di die du el et for in la le les of on the to und von y".split())
-_ACRONYM_NOISE = re.compile(r"[.\s#()&'’]")
 
 
 @dataclass
@@ -111,54 +108,49 @@ def fuzzy_hits(table: AliasTable, key: str) -> tuple[list[int], list[int]]:
     return qids, counts
 
 
-def acronym_key(text: str) -> str:
-    """The letters of a mention written as an acronym ("UK", "S.F.", "WoW": 2 to 6 letters, at least
-    two of them capitals), case-folded; "" for any other mention."""
-    letters = _ACRONYM_NOISE.sub("", text)
-    if not 2 <= len(letters) <= 6 or not letters.isalpha() or sum(c.isupper() for c in letters) < 2:
-        return ""
-    return letters.casefold()
-
-
-def name_initials(name: str) -> set[str]:
-    """The acronyms a loosely normalised name of two or more words can have: the initials of
-    every word, and of every word but the small ones (ACRONYM_SKIPS)."""
-    words = name.split()
-    if len(words) < 2:
-        return set()
-    found = {"".join(w[0] for w in words), "".join(w[0] for w in words if w not in ACRONYM_SKIPS)}
-    return {key for key in found if 2 <= len(key) <= 6}
-
-
 class InitialsIndex:
-    """Acronym -> the entities with a name of those initials, from a KB name table. Built on the first
-    lookup, in one pass over the table's names (about 2.6 s per million names, measured
-    on 753k names), and kept for the process."""
+    """Acronym -> the entities with a name of those initials: the index's initials table, or for an
+    index built without one (by an earlier mel), a map made from the name table on the first lookup
+    (one pass over its names, about 2.6 s per million names, measured on 753k; kept for the process).
+    Lookups are cached: in a large KB a common acronym stands for many thousands of entities."""
 
-    def __init__(self, table: AliasTable) -> None:
+    CACHED_KEYS = 4096
+
+    def __init__(self, table: AliasTable, initials: AliasTable | None = None) -> None:
         self.table = table
+        self.initials = initials
         self._rows: dict[str, list[int]] | None = None
+        self._cache: dict[str, tuple[frozenset[int], list[int]]] = {}
 
-    def entities(self, key: str) -> set[int]:
-        """Every entity with a name of these initials (an acronym_key; "" has none)."""
-        if not key:
-            return set()
+    def lookup(self, key: str) -> tuple[frozenset[int], list[int]]:
+        """(every entity with a name of these initials, the candidates among them: lowest QID first, at
+        most MAX_NAME_HITS) for an acronym_key ("" has none)."""
+        found = self._cache.get(key)
+        if found is None:
+            entities = frozenset(self._entities(key)) if key else frozenset()
+            found = (entities, heapq.nsmallest(MAX_NAME_HITS, entities))
+            if len(self._cache) >= self.CACHED_KEYS:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def entities(self, key: str) -> frozenset[int]:
+        return self.lookup(key)[0]
+
+    def hits(self, key: str) -> list[int]:
+        return self.lookup(key)[1]
+
+    def _entities(self, key: str) -> list[int]:
+        if self.initials is not None:
+            row = self.initials.find(key)
+            return self.initials.qids_of(row).tolist() if row >= 0 else []
         if self._rows is None:
             rows: dict[str, list[int]] = {}
             for row, name in enumerate(self.table.strings()):
                 for initials in name_initials(name):
                     rows.setdefault(initials, []).append(row)
             self._rows = rows
-        return {int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()}
-
-    def hits(self, key: str) -> list[int]:
-        """The candidates an acronym_key gives (see `lowest`)."""
-        return self.lowest(self.entities(key))
-
-    @staticmethod
-    def lowest(entities: set[int]) -> list[int]:
-        """Entities as candidates: lowest QID first, at most MAX_NAME_HITS."""
-        return sorted(entities)[:MAX_NAME_HITS]
+        return [int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()]
 
 
 def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention: np.ndarray,

@@ -7,6 +7,8 @@
     views/context/       a mel.index.v1 index of description (and training-context) entries,
                          queried by the mention in its context window
     tables/names/        the KB's own names (loosely normalised) -> entities (mel.aliases.v1)
+    tables/initials/     the initials of those names ("uk" for "united kingdom") -> entities,
+                         for mentions written as acronyms (mel.aliases.v1; mel.initials)
     tables/aliases/      training links: alias -> entities with counts, P(entity | alias)
     reranker.json        the fitted reranker and calibration (`mel index tune`); without it,
                          the default shipped with mel is used
@@ -31,7 +33,7 @@ from mel.indexes.manifest import MANIFEST_FILE, QUERY_ENCODINGS, read_manifest
 
 FORMAT = "mel.index.v2"
 VIEWS = {"string": "string", "context": "context"}  # view name -> its query encoding
-TABLES = ("names", "aliases")
+TABLES = ("names", "initials", "aliases")
 RERANKER_FILE = "reranker.json"
 
 

@@ -20,13 +20,13 @@ from rapidfuzz import fuzz, process
 from mel.aliases import AliasTable
 from mel.encoding import Encoder
 from mel.indexes.searcher import Index
+from mel.initials import acronym_key
 from mel.linker.features import (
     COLUMN,
     FEATURES,
     VIEW_BITS,
     CandidateRows,
     InitialsIndex,
-    acronym_key,
     document_features,
     fuzzy_hits,
     gap_to_best,
@@ -73,7 +73,7 @@ class FusedLinker:
 
     def __post_init__(self) -> None:
         self.names = self.index.tables.get("names")
-        self.initials = InitialsIndex(self.names) if self.names is not None else None
+        self.initials = InitialsIndex(self.names, self.index.tables.get("initials")) if self.names is not None else None
         self.use_aliases(self.index.tables.get("aliases"))
 
     def use_aliases(self, table: AliasTable | None) -> None:
@@ -164,7 +164,7 @@ class FusedLinker:
         name_hits: list[dict[int, int]] = []
         alias_hits: list[dict[int, float]] = []
         alias_counts: list[dict[int, int]] = []
-        acronym_of: list[set[int]] = []  # per mention: the entities with a name of its initials
+        acronym_of: list[frozenset[int]] = []  # per mention: the entities with a name of its initials
         for m in range(n):
             sources: dict[int, int] = {}
             for result, bit in ((string_r, VIEW_BITS["string"]), (context_r, VIEW_BITS["context"])):
@@ -176,9 +176,10 @@ class FusedLinker:
             name_hits.append(dict(zip(names_q, names_c)))
             for q in names_q:
                 sources[q] = sources.get(q, 0) | VIEW_BITS["names"]
-            initials = self.initials.entities(prepared.acronyms[m]) if self.initials is not None else set()
+            initials, initials_hits = (self.initials.lookup(prepared.acronyms[m]) if self.initials is not None
+                                       else (frozenset(), []))
             acronym_of.append(initials)
-            for q in InitialsIndex.lowest(initials):
+            for q in initials_hits:
                 sources[q] = sources.get(q, 0) | VIEW_BITS["initials"]
             counts: dict[int, int] = {}
             if self.aliases is not None:

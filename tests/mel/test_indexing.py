@@ -39,7 +39,8 @@ def test_damuel_and_jsonl_with_contexts_in_several_shards(tiny_model, tmp_path):
                    "-q")
     assert result.exit_code == 0, result.output
     top = json.loads((out / "manifest.json").read_text())
-    assert top["format"] == "mel.index.v2" and top["views"] == ["context"] and top["tables"] == ["names", "aliases"]
+    assert top["format"] == "mel.index.v2" and top["views"] == ["context"]
+    assert top["tables"] == ["names", "initials", "aliases"]
     assert top["model"]["identity"] == ModelFolder.open(tiny_model).identity
     manifest = json.loads((context_view(out) / "manifest.json").read_text())
     counts = manifest["counts"]
@@ -139,6 +140,14 @@ def test_info_and_verify_and_a_flipped_byte(tiny_model, tmp_path):
     bad = CliRunner().invoke(main, ["index", "verify", str(out)])
     assert bad.exit_code == 1
     assert f"{vectors}: checksum mismatch" in bad.output
+    # The initials table is checked like every other part.
+    assert "initials (" in info.output
+    qids = table_path(out, "initials") / "qids.npy"
+    data = bytearray(qids.read_bytes())
+    data[-1] ^= 0x01
+    qids.write_bytes(bytes(data))
+    bad = CliRunner().invoke(main, ["index", "verify", str(out)])
+    assert bad.exit_code == 1 and f"{qids}: checksum mismatch" in bad.output
 
 
 def test_a_different_model_is_refused_unless_allowed(tiny_model, tmp_path):

@@ -1,28 +1,11 @@
-"""Candidate features that need no model: acronyms and the initials of the KB's names."""
+"""Candidate features that need no model: acronym candidates and the QID-age gap."""
 
 from __future__ import annotations
 
-import pytest
-
 from mel.aliases import AliasSettings, AliasTable, count_aliases, normalize_alias
-from mel.linker.features import MAX_NAME_HITS, InitialsIndex, acronym_key, name_initials
+from mel.initials import acronym_key, build_initials_table
+from mel.linker.features import MAX_NAME_HITS, InitialsIndex
 from mel.streams import SkipReport
-
-
-@pytest.mark.parametrize("mention,key", [
-    ("UK", "uk"), ("S.F.", "sf"), ("WoW", "wow"), ("NFL)", "nfl"), ("#NASA", "nasa"), ("США", "сша"),
-    ("Paris", ""), ("ufc", ""), ("U", ""), ("ABCDEFG", ""), ("A1", ""), ("東京", ""), ("", ""),
-])
-def test_acronym_key_takes_only_mentions_written_as_acronyms(mention, key):
-    assert acronym_key(mention) == key
-
-
-def test_name_initials_with_and_without_the_small_words():
-    assert name_initials("united kingdom") == {"uk"}
-    assert name_initials("food and drug administration") == {"fada", "fda"}
-    assert name_initials("world of warcraft") == {"wow", "ww"}
-    assert name_initials("paris") == set()  # one word: no acronym
-    assert name_initials("a b c d e f g h") == set()  # longer than any acronym_key
 
 
 def table_of(tmp_path, names: list[tuple[str, int]]) -> AliasTable:
@@ -39,6 +22,23 @@ def test_the_initials_index_finds_the_entities_an_acronym_stands_for(tmp_path):
     assert initials.hits(acronym_key("U.K.")) == [145, 1360303]  # lowest QID first; "UK" itself is one word
     assert initials.hits(acronym_key("FDA")) == [204711]
     assert initials.hits(acronym_key("Paris")) == [] and initials.hits("zz") == []
+
+
+def test_the_initials_table_gives_what_the_map_made_from_the_names_gives(tmp_path):
+    # An index built by this mel looks acronyms up in tables/initials; an older one makes the map
+    # from its name table on the first acronym. Both must give every acronym the same entities.
+    names = [("United Kingdom", 145), ("University of Kentucky", 1360303), ("Ulster Unionists", 7),
+             ("Food and Drug Administration", 204711), ("Fédération Démocratique", 11), ("Paris", 90),
+             ("États-Unis", 30), ("Estados Unidos", 30), ("World of Warcraft", 131007)]
+    table = table_of(tmp_path, names)
+    build_initials_table(tmp_path / "initials", table)
+    from_table = InitialsIndex(table, AliasTable.open(tmp_path / "initials"))
+    from_names = InitialsIndex(table)
+    keys = {"uk", "uou", "uu", "fda", "fada", "fd", "eu", "wow", "ww", "pa", "zz", ""}
+    for key in keys:
+        assert from_table.entities(key) == from_names.entities(key), key
+    assert from_table.hits(acronym_key("ÉU")) == [30]  # accents go as in the names' loose keys
+    assert from_table.entities("fd") == {11} and from_table.hits(acronym_key("U.K.")) == [145, 1360303]
 
 
 def test_the_initials_index_keeps_at_most_max_name_hits(tmp_path):

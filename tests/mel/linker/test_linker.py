@@ -4,6 +4,7 @@ candidates carry probabilities and views, --explain, --min-prob, tuning, and old
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,13 @@ def test_a_mention_written_as_an_acronym_gets_the_entities_of_those_initials(def
     assert uk["Q1330725"]["features"]["acronym"] == 0  # the entity labelled "UK" is no acronym of a name
     assert "initials" in fda["Q204711"]["views"] and fda["Q204711"]["features"]["acronym"] == 1
     assert all("initials" not in c["views"] and c["features"]["acronym"] == 0 for c in paris.values())
+    assert (index / "tables" / "initials" / "manifest.json").is_file()
+    # An index built before initials tables existed makes the map from its name table: same records.
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["tables"].remove("initials")
+    del manifest["parts"]["tables/initials"]
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(index / "tables" / "initials")
+    older = link(index, tmp_path, [doc("d", "The U.K. and the FDA agreed in Paris.", ("U.K.", None), ("FDA", None),
+                                       ("Paris", None))], "--explain")
+    assert older == [record]
