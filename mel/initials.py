@@ -43,16 +43,22 @@ def name_initials(name: str) -> set[str]:
     return {key for key in found if 2 <= len(key) <= 6}
 
 
+def initials_of_rows(names: AliasTable) -> Iterator[tuple[int, set[str]]]:
+    """(row, its initials) for each name of a name table that has initials."""
+    for row, name in enumerate(names.strings()):
+        keys = name_initials(name)
+        if keys:
+            yield row, keys
+
+
 def build_initials_table(out: str | os.PathLike, names: AliasTable, *, force: bool = False) -> dict:
     """The initials table of a name table (written at `out`, empty when no name has initials)."""
     def pairs() -> Iterator[tuple[str, int, str]]:
-        for row, name in enumerate(names.strings()):
-            keys = name_initials(name)
-            if keys:
-                qids = names.qids_of(row).tolist()
-                for key in sorted(keys):
-                    for qid in qids:
-                        yield key, qid, UNKNOWN_LANGUAGE
+        for row, keys in initials_of_rows(names):
+            qids = names.qids_of(row).tolist()
+            for key in sorted(keys):
+                for qid in qids:
+                    yield key, qid, UNKNOWN_LANGUAGE
 
     return count_aliases(out, pairs(), AliasSettings(loose=True, top_k=1_000_000, all_origins=True),
                          sources=[{"table": "names"}], report=SkipReport(), force=force, what="initials",

@@ -18,6 +18,16 @@ TINY_WORDS = ("the of and a to in is was for on that with as by at from city riv
               "president company fruit apple planet element mercury jordan amazon java island").split()
 
 
+def name_table(folder: Path, names: list[tuple[str, int]]):
+    """A KB name table (loosely normalised names -> QID numbers), as `mel index build` writes one."""
+    from mel.aliases import AliasSettings, AliasTable, count_aliases
+    from mel.streams import SkipReport
+
+    pairs = ((name, qid, "en") for name, qid in names)
+    count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
+    return AliasTable.open(folder)
+
+
 def write_wordpiece_vocab(path: Path, repeated: tuple[str, ...] = ()) -> int:
     """vocab.txt; `repeated` tokens get a second line at the end (real checkpoints have such lines)."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -43,7 +43,7 @@ from rapidfuzz import fuzz, process
 
 from mel.aliases import AliasTable, normalize_alias
 from mel.indexes.searcher import Index, SearchResult
-from mel.initials import name_initials
+from mel.initials import initials_of_rows
 
 FEATURES = (
     "string_score", "string_rank", "string_gap", "string_found", "has_string",
@@ -146,8 +146,8 @@ class InitialsIndex:
             return self.initials.qids_of(row).tolist() if row >= 0 else []
         if self._rows is None:
             rows: dict[str, list[int]] = {}
-            for row, name in enumerate(self.table.strings()):
-                for initials in name_initials(name):
+            for row, keys in initials_of_rows(self.table):
+                for initials in keys:
                     rows.setdefault(initials, []).append(row)
             self._rows = rows
         return [int(q) for row in self._rows.get(key, ()) for q in self.table.qids_of(row).tolist()]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mel.aliases import AliasSettings, AliasTable, count_aliases, normalize_alias
+from mel.aliases import AliasTable, normalize_alias
 from mel.initials import acronym_key, build_initials_table, name_initials
-from mel.streams import SkipReport
+from tests.conftest import name_table
 
 
 @pytest.mark.parametrize("mention,key", [
@@ -25,14 +25,8 @@ def test_name_initials_with_and_without_the_small_words():
     assert name_initials("a b c d e f g h") == set()  # longer than any acronym_key
 
 
-def names_table(folder, names: list[tuple[str, int]]) -> AliasTable:
-    pairs = ((name, qid, "en") for name, qid in names)
-    count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
-    return AliasTable.open(folder)
-
-
 def test_the_initials_table_maps_initials_to_entities_counting_their_names(tmp_path):
-    names = names_table(tmp_path / "names", [("United Kingdom", 145), ("Unified Kingdom", 145),
+    names = name_table(tmp_path / "names", [("United Kingdom", 145), ("Unified Kingdom", 145),
                                              ("United Kingdom", 174193), ("Union Kanal", 9), ("Paris", 90),
                                              ("Food and Drug Administration", 204711)])
     manifest = build_initials_table(tmp_path / "initials", names)
@@ -45,7 +39,7 @@ def test_the_initials_table_maps_initials_to_entities_counting_their_names(tmp_p
 
 
 def test_a_name_table_without_initials_gives_an_empty_table(tmp_path):
-    names = names_table(tmp_path / "names", [("Paris", 90), ("Berlin", 64)])
+    names = name_table(tmp_path / "names", [("Paris", 90), ("Berlin", 64)])
     build_initials_table(tmp_path / "initials", names)
     table = AliasTable.open(tmp_path / "initials")
     assert len(table) == 0 and table.lookup("pb") == [] and normalize_alias("PB", loose=True) == "pb"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from mel.aliases import AliasSettings, AliasTable, count_aliases, normalize_alias
+from mel.aliases import AliasTable
 from mel.initials import acronym_key, build_initials_table
 from mel.linker.features import MAX_NAME_HITS, InitialsIndex
-from mel.streams import SkipReport
+from tests.conftest import name_table
 
 
 def table_of(tmp_path, names: list[tuple[str, int]]) -> AliasTable:
-    folder = tmp_path / "names"
-    pairs = ((normalize_alias(name, loose=True), qid, "en") for name, qid in names)
-    count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())
-    return AliasTable.open(folder)
+    return name_table(tmp_path / "names", names)
 
 
 def test_the_initials_index_finds_the_entities_an_acronym_stands_for(tmp_path):
