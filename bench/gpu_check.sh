@@ -4,6 +4,7 @@
 #
 #   bench/gpu_check.sh                      # on the GPU machine, with mel[gpu,train] installed
 #   bench/gpu_check.sh --install --wheels DIR   # first install .[gpu,train] from wheels in DIR (no index)
+#   bench/gpu_check.sh --bundle DIR --python python3   # a lent machine: unpack bench/gpu_bundle.py's parts
 #   bench/gpu_check.sh --dry-run            # CPU, small sizes (tests/test_gpu_check.py runs this)
 #
 # Steps (bench/gpu_check.py): `mel info`; export a LEALLA-small-shaped random checkpoint
@@ -15,15 +16,20 @@
 # steps with mixed precision (b = 32, neg = 7), steps/s. Figures, the GPU's name and the
 # date go to bench/results/gpu.json. The machine needs no network: --install installs only
 # from the wheels given, and without --install nothing is installed; what is missing is
-# listed (exit 2).
+# listed (exit 2). --bundle DIR checks and extracts the parts that `bench/gpu_bundle.py pack`
+# wrote (copied into DIR, one transfer each) into --site (default /tmp/mel-gpu-site), installs
+# this checkout there without dependencies or network, and runs with it on PYTHONPATH
+# (README, "Performance", GPU).
 #
-# Options: --dry-run, --install, --wheels DIR, --python PY (default .venv/bin/python, else
-# python3), --work DIR, --out FILE, --keep-work.
+# Options: --dry-run, --install, --wheels DIR, --bundle DIR, --site DIR, --python PY (default
+# .venv/bin/python, else python3), --work DIR, --out FILE, --keep-work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install=0
 wheels=""
+bundle=""
+site=/tmp/mel-gpu-site
 python=""
 args=()
 while [[ $# -gt 0 ]]; do
@@ -31,7 +37,9 @@ while [[ $# -gt 0 ]]; do
         --install) install=1 ;;
         --wheels) wheels="$2"; shift ;;
         --python) python="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --bundle) bundle="$2"; shift ;;
+        --site) site="$2"; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$1") ;;
     esac
     shift
@@ -46,6 +54,16 @@ if [[ $install -eq 1 ]]; then
     else
         "$python" -m pip install -e '.[gpu,train]'
     fi
+fi
+
+if [[ -n "$bundle" ]]; then
+    "$python" bench/gpu_bundle.py unpack "$bundle" --target "$site"
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    # The checkout's own mel/ (without mel.cli, which lives in mel_cli/) must not shadow the
+    # installed package: Python puts neither the current folder nor a script's on sys.path.
+    export PYTHONSAFEPATH=1
+    # This checkout itself, built from the tree without fetching anything (setuptools is there).
+    "$python" -m pip install --quiet --no-deps --no-build-isolation --no-index --upgrade --target "$site" .
 fi
 
 if ! "$python" -c 'import mel' 2>/dev/null; then

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,27 @@ def test_gpu_check_lists_what_is_missing(tmp_path):
     assert done.returncode == 2
     assert "onnxruntime with CUDA" in done.stderr
     assert json.loads(out.read_text())["missing"]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_from_a_bundle(tmp_path):
+    """--bundle: the parts are checked and extracted, this checkout is installed beside them
+    (without fetching anything) and the check runs on that installation, not on the source tree."""
+    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "bench" / "gpu_bundle.py")
+    gpu_bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_bundle)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "bundled_marker-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("bundled_marker.py", "")
+        wheel.writestr("bundled_marker-1.0.dist-info/METADATA", "Name: bundled_marker\nVersion: 1.0\n")
+    gpu_bundle.pack(tmp_path / "bundle", wheels, "3.12", part_mib=58)
+    site, out = tmp_path / "site", tmp_path / "gpu.json"
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--python", sys.executable,
+                           "--bundle", str(tmp_path / "bundle"), "--site", str(site),
+                           "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "MEL_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert (site / "bundled_marker.py").exists() and (site / "mel" / "cli" / "__init__.py").exists()
+    assert json.loads(out.read_text())["failed"] == []
