@@ -11,7 +11,7 @@ the mention's entity; `Ranking.views` says which sources found it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +55,10 @@ class Prepared:
     acronyms: list[str]  # acronym_key of each mention ("" when not written as one)
     string_ids: list[list[int]] | None
     context_ids: list[list[int]] | None
+    # Filled by `FusedLinker.encode` (the encoder's own pipeline stage on CUDA), else in `rank`.
+    string_q: np.ndarray | None = None
+    context_q: np.ndarray | None = None
+    encoded: bool = False
 
 
 @dataclass
@@ -82,6 +86,23 @@ class FusedLinker:
         self._totals = link_totals(table) if table is not None else None
 
     # -- the ranker protocol ---------------------------------------------------
+
+    @property
+    def encode_stage(self) -> Callable[[Prepared], Prepared] | None:
+        """On CUDA the encoder is a pipeline stage of its own (tokenising, searching, features and
+        writing then overlap the GPU); on CPU encoding and the rest share the cores, so none."""
+        return self.encode if self.encoder.device == "cuda" else None
+
+    def encode(self, prepared: Prepared) -> Prepared:
+        """Both views' query vectors of a prepared chunk, kept in it for `rank`."""
+        started = time.perf_counter()
+        if prepared.string_ids is not None:
+            prepared.string_q = self.encoder.encode_ids(prepared.string_ids)
+        if prepared.context_ids is not None:
+            prepared.context_q = self.encoder.encode_ids(prepared.context_ids)
+        prepared.encoded = True
+        self.seconds["encode"] += time.perf_counter() - started
+        return prepared
 
     def prepare(self, spans: Sequence[MentionSpan]) -> Prepared:
         tokens = self.encoder.tokens
@@ -143,14 +164,13 @@ class FusedLinker:
     # -- candidates and features -------------------------------------------------
 
     def _encode_and_search(self, prepared: Prepared):
+        if not prepared.encoded:
+            self.encode(prepared)
+        string_q, context_q = prepared.string_q, prepared.context_q
         started = time.perf_counter()
-        string_q = self.encoder.encode_ids(prepared.string_ids) if prepared.string_ids is not None else None
-        context_q = self.encoder.encode_ids(prepared.context_ids) if prepared.context_ids is not None else None
-        encoded = time.perf_counter()
         string_r = self.string.search(string_q, self.view_k) if self.string is not None else None
         context_r = self.context.search(context_q, self.view_k) if self.context is not None else None
-        self.seconds["encode"] += encoded - started
-        self.seconds["search"] += time.perf_counter() - encoded
+        self.seconds["search"] += time.perf_counter() - started
         return string_q, string_r, context_q, context_r
 
     def candidates(self, prepared: Prepared) -> CandidateRows:

@@ -213,7 +213,7 @@ def test_encoding_on_its_own_stage_links_the_same(label_index, tmp_path, monkeyp
     # On CUDA the encoder runs as a pipeline stage of its own; here it is forced on CPU.
     plain, staged = tmp_path / "plain.jsonl", tmp_path / "staged.jsonl"
     corpus = str(write_corpus(tmp_path / "in.jsonl"))
-    # (the retriever methods run on RetrieverRanker; the fused linker encodes inside its rank step)
+    # (the retriever methods run on RetrieverRanker; tests/mel/linker holds the fused linker's twin)
     args = ["link", corpus, "--index", str(label_index), "--method", "labels", "-o"]
     assert CliRunner().invoke(main, [*args, str(plain)]).exit_code == 0
     staged_calls = []

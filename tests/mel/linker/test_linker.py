@@ -211,3 +211,26 @@ def test_a_mention_written_as_an_acronym_gets_the_entities_of_those_initials(def
     older = link(index, tmp_path, [doc("d", "The U.K. and the FDA agreed in Paris.", ("U.K.", None), ("FDA", None),
                                        ("Paris", None))], "--explain")
     assert older == [record]
+
+
+def test_encoding_on_its_own_stage_links_the_same(default_model, tmp_path, monkeypatch):
+    # On CUDA the linker's encoder runs as a pipeline stage of its own; here it is forced on CPU.
+    from mel.linker.ranker import FusedLinker
+
+    kb = [entity("Q142", "France", "country in Europe"), entity("Q183", "Germany", "country in Europe"),
+          *DISTRACTORS]
+    index = build(tmp_path, "staged", kb, "--kinds", "label,description")
+    records = [doc(f"d{i}", "Paris is the capital of France, Berlin that of Germany.",
+                   ("Paris", None), ("France", None), ("Berlin", None), ("Germany", None)) for i in range(3)]
+    plain = link(index, tmp_path, records, "--explain")
+    staged_calls = []
+
+    def stage(self):
+        def encode(prepared):
+            staged_calls.append(len(prepared.spans))
+            return self.encode(prepared)
+        return encode
+
+    monkeypatch.setattr(FusedLinker, "encode_stage", property(stage))
+    assert link(index, tmp_path, records, "--explain") == plain
+    assert sum(staged_calls) == 12  # every mention went through the encoder stage
