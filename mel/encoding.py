@@ -75,6 +75,13 @@ class Encoder:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
+        if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to CPU when its CUDA provider cannot start (CUDA or cuDNN
+            # libraries missing or of the wrong version): a GPU run would then crawl on the CPU.
+            chosen = "--device cuda" if device == "cuda" else "--device auto chose CUDA (a GPU is present), but"
+            raise ModelError(f"{chosen}: onnxruntime could not start its CUDA provider (its CUDA or cuDNN "
+                             "libraries did not load; onnxruntime's message above says which); "
+                             "`mel info` shows what is installed, --device cpu runs on the CPU")
         model.check_graph(path, self.session.get_inputs(), self.session.get_outputs())
         self.tokens = MentionTokenizer(model.tokenizer(verify=verify), self.manifest)
 
