@@ -8,12 +8,13 @@
 #   bench/gpu_check.sh --dry-run            # CPU, small sizes (tests/test_gpu_check.py runs this)
 #
 # Steps (bench/gpu_check.py): `mel info`; export a LEALLA-small-shaped random checkpoint
-# (24 x 128, 8 heads, vocabulary 501,153) and the default model (multilingual-e5-small)
-# with int8 and fp16 variants; fp16 against fp32 on the GPU (cosine >= 0.999); encoder
-# texts/s by batch size, with and without IO binding; `mel link` of a synthetic
-# 200k-mention corpus (64-token windows) against a 1M-entry index with the fp16 encoder,
-# mentions/s and the share of time the GPU was busy (nvidia-smi samples); 200 `mel train`
-# steps with mixed precision (b = 32, neg = 7), steps/s. Figures, the GPU's name and the
+# (24 x 128, 8 heads, vocabulary 501,153) with int8 and fp16 variants; fp16 against fp32
+# on the GPU (cosine >= 0.999); encoder texts/s by batch size, with and without IO binding;
+# `mel link` of a synthetic 200k-mention corpus (64-token windows) against a 1M-entry index
+# with the fp16 encoder, mentions/s and the share of time the GPU was busy (nvidia-smi
+# samples); 200 `mel train` steps with mixed precision (b = 32, neg = 7), steps/s; then
+# the default model (multilingual-e5-small): export, fp16 check, encoder texts/s (the
+# target figures come first, should time run short). Figures, the GPU's name and the
 # date go to bench/results/gpu.json. The machine needs no network: --install installs only
 # from the wheels given, and without --install nothing is installed; what is missing is
 # listed (exit 2). --bundle DIR checks and extracts the parts that `bench/gpu_bundle.py pack`
@@ -22,7 +23,8 @@
 # (README, "Performance", GPU).
 #
 # Options: --dry-run, --install, --wheels DIR, --bundle DIR, --site DIR, --python PY (default
-# .venv/bin/python, else python3), --work DIR, --out FILE, --keep-work.
+# .venv/bin/python, else python3), --work DIR, --out FILE (rewritten after every step),
+# --deadline-s S (steps that would start later are skipped and listed), --keep-work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
         --python) python="$2"; shift ;;
         --bundle) bundle="$2"; shift ;;
         --site) site="$2"; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$1") ;;
     esac
     shift

@@ -77,3 +77,16 @@ def test_gpu_check_dry_run_from_a_bundle(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert (site / "bundled_marker.py").exists() and (site / "mel" / "cli" / "__init__.py").exists()
     assert json.loads(out.read_text())["failed"] == []
+
+
+def test_steps_past_the_deadline_are_skipped_and_listed(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--python", sys.executable,
+                           "--work", str(tmp_path / "work"), "--out", str(out), "--deadline-s", "0"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "MEL_HOME": str(tmp_path / "home")})
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]  # a skipped check is not a pass
+    result = json.loads(out.read_text())
+    assert result["failed"] == [] and result["skipped"] == ["mel_info", "export_lealla"]
+    assert result["steps"]["mel_info"] == {"skipped": "past the 0 s deadline"}
+    assert not out.with_name("gpu.json.tmp").exists()
