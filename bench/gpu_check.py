@@ -34,7 +34,7 @@ from lealla_shape import LEALLA_SMALL_VOCAB, write_checkpoint  # noqa: E402
 
 FULL = {"mentions": 200_000, "entries": 1_000_000, "train_steps": 200, "train_batch": 32, "train_neg": 7,
         "train_kb": 20_000, "train_links": 8_000, "vocab": LEALLA_SMALL_VOCAB, "layers": 24,
-        "encode_texts": 8192, "batch_sizes": [64, 256, 1024], "link_batch_sizes": [256, 1024], "check_texts": 512}
+        "encode_texts": 8192, "batch_sizes": [64, 256, 1024], "link_batch_sizes": [64, 256, 1024], "check_texts": 512}
 DRY = {"mentions": 1_000, "entries": 4_000, "train_steps": 2, "train_batch": 8, "train_neg": 3,
        "train_kb": 300, "train_links": 64, "vocab": 4_000, "layers": 4,
        "encode_texts": 128, "batch_sizes": [16, 64], "link_batch_sizes": [64], "check_texts": 64}
