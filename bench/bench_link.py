@@ -83,14 +83,15 @@ def make_index(folder: Path, entries: int, model_dir: Path) -> None:
 
 
 def run_one(corpus: str, index: str, out: str, device: str = "cpu", precision: str = "int8",
-            batch_size: int = 64) -> None:
+            batch_size: int = 64, method: str = "biencoder") -> None:
     """Child process: link `corpus`, print stats and peak RSS as JSON."""
     import mel
 
     started = time.perf_counter()
     # The pipeline's stages (encode, search) on the synthetic one-view index: the bi-encoder, as
-    # bench/results/link.json was measured; the fused linker's own cost is in bench_linker.py.
-    linker = mel.Linker.open(index, precision=precision, device=device, batch_size=batch_size, method="biencoder")
+    # bench/results/link.json was measured; the fused linker's own cost is in bench_linker.py
+    # (bench/gpu_check.py runs it here on a label index: method "linker").
+    linker = mel.Linker.open(index, precision=precision, device=device, batch_size=batch_size, method=method)
     opened = time.perf_counter()
     stats = linker.link_files(corpus, out)
     wall = time.perf_counter() - opened
@@ -108,12 +109,12 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--work", default="/tmp/mel-bench-link")
     parser.add_argument("--out", default="bench/results/link.json")
-    parser.add_argument("--run", nargs="+", metavar="CORPUS INDEX OUT [DEVICE PRECISION BATCH]",
+    parser.add_argument("--run", nargs="+", metavar="CORPUS INDEX OUT [DEVICE PRECISION BATCH [METHOD]]",
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         corpus, index, out, *encoder = args.run
-        run_one(corpus, index, out, *encoder[:2], *[int(b) for b in encoder[2:3]])
+        run_one(corpus, index, out, *encoder[:2], *[int(b) for b in encoder[2:3]], *encoder[3:4])
         return 0
 
     from mel.model_cache import resolve_model

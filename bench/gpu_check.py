@@ -34,10 +34,12 @@ from lealla_shape import LEALLA_SMALL_VOCAB, write_checkpoint  # noqa: E402
 
 FULL = {"mentions": 200_000, "entries": 1_000_000, "train_steps": 200, "train_batch": 32, "train_neg": 7,
         "train_kb": 20_000, "train_links": 8_000, "vocab": LEALLA_SMALL_VOCAB, "layers": 24,
-        "encode_texts": 8192, "batch_sizes": [64, 256, 1024], "link_batch_sizes": [64, 256, 1024], "check_texts": 512}
+        "encode_texts": 8192, "batch_sizes": [64, 256, 1024], "link_batch_sizes": [64, 256, 1024], "check_texts": 512,
+        "linker_kb": 100_000, "linker_mentions": 20_000, "linker_batch": 256}
 DRY = {"mentions": 1_000, "entries": 4_000, "train_steps": 2, "train_batch": 8, "train_neg": 3,
        "train_kb": 300, "train_links": 64, "vocab": 4_000, "layers": 4,
-       "encode_texts": 128, "batch_sizes": [16, 64], "link_batch_sizes": [64], "check_texts": 64}
+       "encode_texts": 128, "batch_sizes": [16, 64], "link_batch_sizes": [64], "check_texts": 64,
+       "linker_kb": 2_000, "linker_mentions": 300, "linker_batch": 64}
 FP16_MIN_COSINE = 0.999
 
 
@@ -270,6 +272,37 @@ def link_speed(work: Path, model_dir: str, device: str, sizes: dict) -> dict:
             "gpu_busy_share": runs[best]["gpu_busy_share"]}
 
 
+def linker_speed(work: Path, model_dir: str, device: str, sizes: dict) -> dict:
+    """The default method, the fused linker, on a label index (string view, name and initials
+    tables) of a synthetic KB whose labels include the corpus's words: mentions/s and GPU share."""
+    rng = random.Random(1)
+    words = sorted({w.strip(".,") for s in SENTENCES for w in s.split() if len(w) > 3})
+    kb = work / "linker-kb.jsonl"
+    with open(kb, "w", encoding="utf-8") as out:
+        for q in range(1, sizes["linker_kb"] + 1):
+            label = words[q - 1] if q <= len(words) else " ".join(rng.sample(words, 2))
+            out.write(json.dumps({"qid": f"Q{q}", "lang": "xx", "label": label}, ensure_ascii=False) + "\n")
+    index = work / "linker-index"
+    shutil.rmtree(index, ignore_errors=True)
+    precision = "fp16" if device == "cuda" else "auto"
+    started = time.perf_counter()
+    run([sys.executable, "-m", "mel", "index", "build", "--kb", str(kb), "--kinds", "label", "--model", model_dir,
+         "--device", device, "--precision", precision, "-o", str(index), "-q"], timeout=900)
+    build_s = round(time.perf_counter() - started, 1)
+    corpus = work / f"linker-corpus-{sizes['linker_mentions']}.jsonl"
+    make_corpus(corpus, sizes["linker_mentions"], seed=1)
+    with GpuSampler() as gpu:
+        done = run([sys.executable, str(HERE / "bench_link.py"), "--run", str(corpus), str(index),
+                    str(work / "linked-linker.jsonl"), device, precision, str(sizes["linker_batch"]), "linker"],
+                   timeout=900)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"device": device, "precision": precision, "method": "linker", "entities": sizes["linker_kb"],
+            "index_build_s": build_s, "mentions": figures["mentions"],
+            "mentions_per_s": round(figures["mentions_per_s"], 1),
+            "stage_share": {k: round(v, 3) for k, v in figures["stage_share"].items()},
+            "gpu_busy_share": gpu.busy_share}
+
+
 def train_speed(work: Path, checkpoint: str, device: str, sizes: dict) -> dict:
     """`mel train` for one round of `train_steps` steps on a synthetic KB and links; steps/s from its log."""
     rng = random.Random(0)
@@ -350,6 +383,8 @@ def main() -> int:
             path = str(work / e5["model"])
             check.step("fp16_vs_fp32_e5", fp16_check, path, device, sizes["check_texts"])
             check.step("encoder_e5", encoder_speed, path, device, precision, sizes)
+    if lealla:  # last: not a target figure, the default method's speed on the GPU
+        check.step("link_linker_lealla", linker_speed, work, str(work / lealla["model"]), device, sizes)
     check.save()
     verdict = "failed: " + ", ".join(check.failed) if check.failed else "all passed"
     if check.skipped:

@@ -13,8 +13,9 @@
 # `mel link` of a synthetic 200k-mention corpus (64-token windows) against a 1M-entry index
 # with the fp16 encoder, mentions/s and the share of time the GPU was busy (nvidia-smi
 # samples); 200 `mel train` steps with mixed precision (b = 32, neg = 7), steps/s; then
-# the default model (multilingual-e5-small): export, fp16 check, encoder texts/s (the
-# target figures come first, should time run short). Figures, the GPU's name and the
+# the default model (multilingual-e5-small): export, fp16 check, encoder texts/s; last, the
+# fused linker (the default method) on a 100k-entity label index, 20k mentions (the target
+# figures come first, should time run short). Figures, the GPU's name and the
 # date go to bench/results/gpu.json. The machine needs no network: --install installs only
 # from the wheels given, and without --install nothing is installed; what is missing is
 # listed (exit 2). --bundle DIR checks and extracts the parts that `bench/gpu_bundle.py pack`
@@ -41,7 +42,7 @@ while [[ $# -gt 0 ]]; do
         --python) python="$2"; shift ;;
         --bundle) bundle="$2"; shift ;;
         --site) site="$2"; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$1") ;;
     esac
     shift

@@ -37,6 +37,9 @@ def test_gpu_check_dry_run(tmp_path):
     link = steps["link_lealla"]
     assert link["runs"][link["best"]]["mentions"] == result["sizes"]["mentions"] and link["mentions_per_s"] > 0
     assert 0 < link["encode_share"] <= 1
+    linker = steps["link_linker_lealla"]
+    assert linker["method"] == "linker" and linker["mentions"] == result["sizes"]["linker_mentions"]
+    assert linker["mentions_per_s"] > 0
     train = steps["train_lealla"]
     assert train["steps"] == result["sizes"]["train_steps"] and train["steps_per_s"] > 0
     assert str(tmp_path) not in text  # results are committed: no machine paths
