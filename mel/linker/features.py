@@ -134,12 +134,6 @@ class InitialsIndex:
             self._cache[key] = found
         return found
 
-    def entities(self, key: str) -> frozenset[int]:
-        return self.lookup(key)[0]
-
-    def hits(self, key: str) -> list[int]:
-        return self.lookup(key)[1]
-
     def _entities(self, key: str) -> list[int]:
         if self.initials is not None:
             row = self.initials.find(key)

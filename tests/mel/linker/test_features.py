@@ -16,9 +16,9 @@ def test_the_initials_index_finds_the_entities_an_acronym_stands_for(tmp_path):
     table = table_of(tmp_path, [("United Kingdom", 145), ("University of Kentucky", 1360303), ("UK", 1330725),
                                 ("Food and Drug Administration", 204711), ("Paris", 90)])
     initials = InitialsIndex(table)
-    assert initials.hits(acronym_key("U.K.")) == [145, 1360303]  # lowest QID first; "UK" itself is one word
-    assert initials.hits(acronym_key("FDA")) == [204711]
-    assert initials.hits(acronym_key("Paris")) == [] and initials.hits("zz") == []
+    assert initials.lookup(acronym_key("U.K."))[1] == [145, 1360303]  # lowest QID first; "UK" itself is one word
+    assert initials.lookup(acronym_key("FDA"))[1] == [204711]
+    assert initials.lookup(acronym_key("Paris"))[1] == [] and initials.lookup("zz")[1] == []
 
 
 def test_the_initials_table_gives_what_the_map_made_from_the_names_gives(tmp_path):
@@ -33,14 +33,14 @@ def test_the_initials_table_gives_what_the_map_made_from_the_names_gives(tmp_pat
     from_names = InitialsIndex(table)
     keys = {"uk", "uou", "uu", "fda", "fada", "fd", "eu", "wow", "ww", "pa", "zz", ""}
     for key in keys:
-        assert from_table.entities(key) == from_names.entities(key), key
-    assert from_table.hits(acronym_key("ÉU")) == [30]  # accents go as in the names' loose keys
-    assert from_table.entities("fd") == {11} and from_table.hits(acronym_key("U.K.")) == [145, 1360303]
+        assert from_table.lookup(key)[0] == from_names.lookup(key)[0], key
+    assert from_table.lookup(acronym_key("ÉU"))[1] == [30]  # accents go as in the names' loose keys
+    assert from_table.lookup("fd")[0] == {11} and from_table.lookup(acronym_key("U.K."))[1] == [145, 1360303]
 
 
 def test_the_initials_index_keeps_at_most_max_name_hits(tmp_path):
     table = table_of(tmp_path, [(f"big {w}", 1000 + i) for i, w in enumerate(f"b{n}" for n in range(80))])
-    hits = InitialsIndex(table).hits("bb")
+    hits = InitialsIndex(table).lookup("bb")[1]
     assert hits == list(range(1000, 1000 + MAX_NAME_HITS))
 
 
