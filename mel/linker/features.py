@@ -215,44 +215,50 @@ def _contains_words(short: str, long: str) -> bool:
     return f" {short} " in f" {long} "
 
 
+def mention_slices(mention: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each of `n` mentions, its rows (in row order)."""
+    by_mention = np.argsort(mention, kind="stable")
+    bounds = np.searchsorted(mention[by_mention], np.arange(n + 1)).tolist()
+    return [by_mention[bounds[m]:bounds[m + 1]] for m in range(n)]
+
+
 def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], docs: Sequence[int | None],
-                      vectors: np.ndarray) -> None:
+                      vectors: np.ndarray, slices: list[np.ndarray]) -> None:
     """coref_longer, same_top and coherence, from each mention's first-pass choice (loose name match,
-    then string score) within its document; `vectors` is each row's best string-view entry vector."""
+    then string score) within its document; `vectors` is each row's best string-view entry vector,
+    `slices` each mention's rows (mention_slices)."""
     n = len(keys)
     first = np.full(n, -1, dtype=np.int64)  # the first-pass row of each mention
     order = np.lexsort((-X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]], rows.mention))
-    seen = np.zeros(n, dtype=bool)
-    for r in order.tolist():
-        m = int(rows.mention[r])
-        if not seen[m]:
-            seen[m], first[m] = True, r
+    if len(order):
+        ordered = rows.mention[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        first[ordered[starts]] = order[starts]
     by_doc: dict[int, list[int]] = {}
     for m, doc in enumerate(docs):
         if doc is not None:
             by_doc.setdefault(doc, []).append(m)
-    rows_of: list[list[int]] = [[] for _ in range(n)]
-    for r, m in enumerate(rows.mention.tolist()):
-        rows_of[m].append(r)
+    # The work is done a document and a mention at a time, never a candidate at a time (a mention
+    # has some 50 candidates, and each tiny matrix product costs BLAS's thread start-up).
     for members in by_doc.values():
-        if len(members) < 2:
+        chosen = [m for m in members if first[m] >= 0]  # the members with a first-pass choice
+        if len(members) < 2 or not chosen:
             continue
-        tops = {m: int(rows.qid[first[m]]) for m in members if first[m] >= 0}
-        top_vectors = {m: vectors[first[m]] for m in members if first[m] >= 0}
-        for m in members:
-            others = [o for o in members if o != m and o in tops]
-            longer = {tops[o] for o in others if _contains_words(keys[m], keys[o])}
-            counts: dict[int, int] = {}
-            for o in others:
-                counts[tops[o]] = counts.get(tops[o], 0) + 1
-            other_vectors = np.array([top_vectors[o] for o in others]) if others else None
-            for r in rows_of[m]:
-                q = int(rows.qid[r])
-                X[r, COLUMN["coref_longer"]] = q in longer
-                X[r, COLUMN["same_top"]] = counts.get(q, 0)
-                if other_vectors is not None:
-                    sims = np.sort(other_vectors @ vectors[r])[-3:]
-                    X[r, COLUMN["coherence"]] = float(sims.mean())
+        top_qids = rows.qid[first[chosen]]
+        spans = [slices[m] for m in members]
+        sims = vectors[np.concatenate(spans)] @ vectors[first[chosen]].T  # every candidate x every choice
+        at = 0
+        for m, mine in zip(members, spans):
+            part, at = sims[at:at + len(mine)], at + len(mine)
+            others = np.array([c for c, o in enumerate(chosen) if o != m], dtype=np.int64)
+            if not len(mine) or not len(others):
+                continue
+            qids = rows.qid[mine]
+            longer = [top_qids[c] for c in others.tolist() if _contains_words(keys[m], keys[chosen[c]])]
+            X[mine, COLUMN["coref_longer"]] = np.isin(qids, longer)
+            X[mine, COLUMN["same_top"]] = (qids[:, None] == top_qids[others][None, :]).sum(axis=1)
+            # Mean similarity to the (at most) three closest of the other mentions' first choices.
+            X[mine, COLUMN["coherence"]] = np.sort(part[:, others], axis=1)[:, -3:].mean(axis=1)
 
 
 def qid_gap(X: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from mel.linker.features import (
     log_qid,
     loose_key,
     mention_shape,
+    mention_slices,
     popularity,
     qid_gap,
     safe_log1p,
@@ -223,12 +224,13 @@ class FusedLinker:
         X = rows.X
         best_entries = self._view_features(X, rows, n, string_q, string_r, "string", self.string)
         self._view_features(X, rows, n, context_q, context_r, "context", self.context)
-        self._name_features(X, rows, prepared, name_hits, best_entries)
-        for r, (m, q) in enumerate(zip(rows.mention.tolist(), rows.qid.tolist())):
-            X[r, COLUMN["prior"]] = alias_hits[m].get(q, 0.0)
-            X[r, COLUMN["prior_count"]] = safe_log1p(alias_counts[m].get(q, 0))
-            X[r, COLUMN["alias_found"]] = q in alias_counts[m]
-            X[r, COLUMN["acronym"]] = q in acronym_of[m]
+        slices = mention_slices(rows.mention, n)  # each mention's rows
+        self._name_features(X, rows, prepared, name_hits, best_entries, slices)
+        pairs = list(zip(rows.mention.tolist(), rows.qid.tolist()))  # (mention, qid) of each row
+        X[:, COLUMN["prior"]] = [alias_hits[m].get(q, 0.0) for m, q in pairs]
+        X[:, COLUMN["prior_count"]] = [safe_log1p(alias_counts[m].get(q, 0)) for m, q in pairs]
+        X[:, COLUMN["alias_found"]] = [q in alias_counts[m] for m, q in pairs]
+        X[:, COLUMN["acronym"]] = [q in acronym_of[m] for m, q in pairs]
         X[:, COLUMN["prior_gap"]] = gap_to_best(X[:, COLUMN["prior"]], rows.mention, n)
         if self.aliases is not None and self._totals is not None:
             X[:, COLUMN["link_popularity"]] = popularity(self.aliases, self._totals, rows.qid)
@@ -244,7 +246,7 @@ class FusedLinker:
             known = best_entries >= 0
             if known.any():
                 vectors[known] = self.string.vectors(best_entries[known])
-            document_features(X, rows, prepared.keys, [s.doc for s in prepared.spans], vectors)
+            document_features(X, rows, prepared.keys, [s.doc for s in prepared.spans], vectors, slices)
         self.seconds["features"] += time.perf_counter() - started
         return rows
 
@@ -263,7 +265,8 @@ class FusedLinker:
         return scores.entry
 
     def _name_features(self, X: np.ndarray, rows: CandidateRows, prepared: Prepared,
-                       name_hits: list[dict[int, int]], entries: np.ndarray | None) -> None:
+                       name_hits: list[dict[int, int]], entries: np.ndarray | None,
+                       slices: list[np.ndarray]) -> None:
         strings = [s.string for s in prepared.spans]
         langs = [s.lang for s in prepared.spans]
         if self.string is not None and entries is not None:
@@ -275,32 +278,33 @@ class FusedLinker:
                 X[r, COLUMN["exact"]] = strings[m] == label
                 X[r, COLUMN["folded"]] = strings[m].casefold() == label.casefold()
                 X[r, COLUMN["lang_match"]] = langs[m] is not None and lang == langs[m]
-        for r, (m, q) in enumerate(zip(rows.mention.tolist(), rows.qid.tolist())):
-            X[r, COLUMN["loose"]] = q in name_hits[m]
-            X[r, COLUMN["ambiguity"]] = len(name_hits[m])
+        pairs = list(zip(rows.mention.tolist(), rows.qid.tolist()))
+        X[:, COLUMN["loose"]] = [q in name_hits[m] for m, q in pairs]
+        X[:, COLUMN["ambiguity"]] = [len(name_hits[m]) for m, _ in pairs]
         if self.names is None:
             return
         # RapidFuzz over each mention's candidates' names at once.
         cache: dict[int, list[str]] = {}
-        for m in np.unique(rows.mention).tolist():
-            mine = np.flatnonzero(rows.mention == m)
-            names, owner = [], []
-            for r in mine.tolist():
-                q = int(rows.qid[r])
+        for m, mine in enumerate(slices):
+            if not len(mine):
+                continue
+            names, owner, counts = [], [], []
+            for at, q in enumerate(rows.qid[mine].tolist()):
                 found = cache.get(q)
                 if found is None:
                     found = cache[q] = [self.names.alias(int(row)) for row in self.names.alias_rows_of_qid(q)]
-                X[r, COLUMN["names"]] = len(found)
+                counts.append(len(found))
                 names += found
-                owner += [r] * len(found)
+                owner += [at] * len(found)
+            X[mine, COLUMN["names"]] = counts
             if not names or not prepared.keys[m]:
                 continue
             owner_array = np.array(owner)
             for scorer, column in ((fuzz.ratio, "name_ratio"), (fuzz.token_set_ratio, "name_token_set")):
                 scores = process.cdist([prepared.keys[m]], names, scorer=scorer)[0] / 100
-                best = np.zeros(len(X), dtype=np.float32)
+                best = np.zeros(len(mine), dtype=np.float32)
                 np.maximum.at(best, owner_array, scores)
-                X[mine, COLUMN[column]] = best[mine]
+                X[mine, COLUMN[column]] = best
 
 
 def open_linker(index: LinkerIndex, encoder: Encoder, reranker: Reranker, *, exact: bool = False,
