@@ -273,11 +273,12 @@ class FusedLinker:
             known = np.flatnonzero(entries >= 0)
             labels = self.string.entry_labels(entries[known]) if len(known) else []
             entry_langs = self.string.entry_langs(entries[known]) if len(known) else []
-            for r, label, lang in zip(known.tolist(), labels, entry_langs):
-                m = int(rows.mention[r])
-                X[r, COLUMN["exact"]] = strings[m] == label
-                X[r, COLUMN["folded"]] = strings[m].casefold() == label.casefold()
-                X[r, COLUMN["lang_match"]] = langs[m] is not None and lang == langs[m]
+            folded = [text.casefold() for text in strings]
+            owners = rows.mention[known].tolist()
+            X[known, COLUMN["exact"]] = [strings[m] == label for m, label in zip(owners, labels)]
+            X[known, COLUMN["folded"]] = [folded[m] == label.casefold() for m, label in zip(owners, labels)]
+            X[known, COLUMN["lang_match"]] = [langs[m] is not None and lang == langs[m]
+                                              for m, lang in zip(owners, entry_langs)]
         pairs = list(zip(rows.mention.tolist(), rows.qid.tolist()))
         X[:, COLUMN["loose"]] = [q in name_hits[m] for m, q in pairs]
         X[:, COLUMN["ambiguity"]] = [len(name_hits[m]) for m, _ in pairs]
