@@ -155,19 +155,23 @@ def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention
     score = np.full(len(qid), -1.0, dtype=np.float32)
     rank = np.full(len(qid), k, dtype=np.float32)
     entry = np.full(len(qid), -1, dtype=np.int64)
-    position = {(m, q): (m, c) for m, row in enumerate(result.qids.tolist()) for c, q in enumerate(row) if q >= 0}
-    missing = []
-    for r, (m, q) in enumerate(zip(mention.tolist(), qid.tolist())):
-        found = position.get((m, q))
-        if found is None:
-            missing.append(r)
-            continue
-        score[r] = result.scores[found]
-        rank[r] = found[1]
-        entry[r] = result.entry_ids[found]
+    # Each row's place in the view's top k: (mention, qid) pairs as one int64 key, matched by search.
+    at_m, at_c = np.nonzero(result.qids >= 0)
+    span = int(max(result.qids.max(initial=0), qid.max(initial=0))) + 1
+    view_keys = at_m.astype(np.int64) * span + result.qids[at_m, at_c]
+    order = np.argsort(view_keys, kind="stable")
+    sorted_keys = view_keys[order]
+    row_keys = mention.astype(np.int64) * span + qid
+    place = np.searchsorted(sorted_keys, row_keys).clip(max=max(len(sorted_keys) - 1, 0))
+    hit = sorted_keys[place] == row_keys if len(sorted_keys) else np.zeros(len(qid), dtype=bool)
+    m_hit, c_hit = at_m[order[place[hit]]], at_c[order[place[hit]]]
+    score[hit] = result.scores[m_hit, c_hit]
+    rank[hit] = c_hit
+    entry[hit] = result.entry_ids[m_hit, c_hit]
     found_mask = rank < k
-    if missing:
-        rows = np.array(missing, dtype=np.int64)
+    missing = np.flatnonzero(~hit)
+    if len(missing):
+        rows = missing
         owner, entries = index.entries_of(qid[rows])
         if len(entries):
             dots = np.einsum("ij,ij->i", index.vectors(entries), queries[mention[rows][owner]])
