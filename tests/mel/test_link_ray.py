@@ -77,8 +77,10 @@ def test_a_worker_killed_mid_run_leaves_complete_output_without_duplicates(setup
         workers = [p for p in psutil.process_iter(["cmdline"])
                    if any("MapWorker(MapBatches(LinkActor))" in part for part in p.info["cmdline"] or [])]
         first_seen = first_seen or (time.monotonic() if workers else None)
-        # Kill a worker once the run has written parts (or has run a while) and has more to do.
-        if workers and (written or time.monotonic() - first_seen > 5):
+        # Kill a worker once the run has written parts, or a second after the workers appeared: the
+        # whole run takes some 5 s here, its last 3 after the workers appear and its last 1 after
+        # the first part (a wait of 5 s let a fast run end before the kill).
+        if workers and (written or time.monotonic() - first_seen > 1):
             killed = workers[0].pid
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.02)
