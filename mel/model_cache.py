@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from mel.exporters.default_model import build_default_model
 from mel.models import DEFAULT_MODEL_NAME, MANIFEST_NAME, ModelFolder, default_model_path
 
 DEFAULT_SPEC = "default"
@@ -22,6 +21,9 @@ def resolve_model(spec: str | os.PathLike | None, *, announce: Callable[[str], N
         if not (path / MANIFEST_NAME).is_file():
             if announce:
                 announce(f"building the default model ({DEFAULT_MODEL_NAME}) into {path} (first use only)")
+            # Imported here: the exporters load onnx, about a second that no other use pays.
+            from mel.exporters.default_model import build_default_model
+
             build_default_model(path)
         return ModelFolder.open(path)
     return ModelFolder.open(spec)
