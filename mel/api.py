@@ -82,7 +82,7 @@ class Linker:
              device: str = "auto", precision: str = "auto", method: str = DEFAULT_METHOD,
              aliases: str | os.PathLike | None = None, top_k: int = 10, min_score: float | None = None,
              min_prob: float | None = None, explain: bool = False, strict: bool = False,
-             threads: int | None = None, batch_size: int = 64, exact: bool = False,
+             threads: int | None = None, batch_size: int | None = None, exact: bool = False,
              allow_model_mismatch: bool = False, verify: bool = True,
              announce: Callable[[str], None] | None = None) -> Linker:
         """Open what `mel link` opens with the same options (`model=None`: the index's model; the default
@@ -191,7 +191,7 @@ class Model:
 
 
 def load_model(model: str | os.PathLike | None = None, *, device: str = "auto", precision: str = "auto",
-               threads: int | None = None, batch_size: int = 64,
+               threads: int | None = None, batch_size: int | None = None,
                announce: Callable[[str], None] | None = None) -> Model:
     """A model folder, or None/"default" for the offline default (built on first use)."""
     settings = EncoderSettings(model=None if model is None else str(model), device=device, precision=precision,

@@ -147,7 +147,7 @@ def build_shards(folder: Path, selection: KBSelection, encoder: Encoder, setting
     views = selected_views(selection)
     common = common_record(selection, encoder)
     view_of = {kind: view for view, kinds in views.items() for kind in kinds}
-    size, batch_size = settings.shard_size, encoder.batch_size
+    size, batch_size = settings.shard_size, encoder.group_size
     counts = dict.fromkeys(views, 0)
     writers: dict[str, IndexWriter] = {}
     batches: dict[str, list[PendingEntry]] = {view: [] for view in views}

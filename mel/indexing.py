@@ -308,7 +308,7 @@ def _fill_views(writers: dict[str, IndexWriter], views: dict[str, tuple[str, ...
             writers[view].add_batch(encode_entries(encoder, batch))
             batch = batches[view] = []
         batch.append(entry)
-        if len(batch) == encoder.batch_size:
+        if len(batch) == encoder.group_size:
             writers[view].add_batch(encode_entries(encoder, batch))
             batches[view] = []
     for view, batch in batches.items():

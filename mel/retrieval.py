@@ -98,7 +98,7 @@ class EncoderSettings:
     device: str = "auto"
     precision: str = "auto"
     threads: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # None: sized automatically (mel.encoding)
 
     def open(self, model: ModelFolder, **options) -> Encoder:
         return Encoder(model, device=self.device, precision=self.precision, threads=self.threads,

@@ -38,8 +38,9 @@ ENCODER_OPTIONS = [
     click.option("--threads", type=click.IntRange(1, 1024), default=None,
                  help="CPU threads for the encoder and for string matching (default: the cores this process "
                       "may use)."),
-    click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
-                 help="Texts per encoder call."),
+    click.option("--batch-size", type=click.IntRange(1, 65536), default=None,
+                 help="Texts per encoder call (default: on CPU, as many as fit in about 1,536 padded tokens, "
+                      "at most 64; on CUDA, 64)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress and no summary on stderr (errors still show)."),
 ]
 
