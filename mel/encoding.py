@@ -141,10 +141,11 @@ class Encoder:
             return
         lo = 0
         while lo < len(order):
-            # Ascending lengths: a batch's padded width is its last row's length.
+            # Ascending lengths: a batch's padded width is its last row's length, so `fits` is
+            # True up to some row and False after it.
             rows = np.arange(1, min(AUTO_MAX_TEXTS, len(order) - lo) + 1)
             fits = rows * sorted_lengths[lo : lo + len(rows)] <= CPU_BATCH_TOKENS
-            count = max(1, int(np.argmin(fits)) if not fits.all() else len(rows))
+            count = max(1, int(fits.sum()))
             yield order[lo : lo + count]
             lo += count
 

@@ -169,9 +169,8 @@ def view_scores(index: Index, queries: np.ndarray, result: SearchResult, mention
     rank[hit] = c_hit
     entry[hit] = result.entry_ids[m_hit, c_hit]
     found_mask = rank < k
-    missing = np.flatnonzero(~hit)
-    if len(missing):
-        rows = missing
+    rows = np.flatnonzero(~hit)  # not in the view's top k
+    if len(rows):
         owner, entries = index.entries_of(qid[rows])
         if len(entries):
             dots = np.einsum("ij,ij->i", index.vectors(entries), queries[mention[rows][owner]])

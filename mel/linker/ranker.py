@@ -225,8 +225,8 @@ class FusedLinker:
         best_entries = self._view_features(X, rows, n, string_q, string_r, "string", self.string)
         self._view_features(X, rows, n, context_q, context_r, "context", self.context)
         slices = mention_slices(rows.mention, n)  # each mention's rows
-        self._name_features(X, rows, prepared, name_hits, best_entries, slices)
         pairs = list(zip(rows.mention.tolist(), rows.qid.tolist()))  # (mention, qid) of each row
+        self._name_features(X, rows, prepared, name_hits, best_entries, slices, pairs)
         X[:, COLUMN["prior"]] = [alias_hits[m].get(q, 0.0) for m, q in pairs]
         X[:, COLUMN["prior_count"]] = [safe_log1p(alias_counts[m].get(q, 0)) for m, q in pairs]
         X[:, COLUMN["alias_found"]] = [q in alias_counts[m] for m, q in pairs]
@@ -266,7 +266,7 @@ class FusedLinker:
 
     def _name_features(self, X: np.ndarray, rows: CandidateRows, prepared: Prepared,
                        name_hits: list[dict[int, int]], entries: np.ndarray | None,
-                       slices: list[np.ndarray]) -> None:
+                       slices: list[np.ndarray], pairs: list[tuple[int, int]]) -> None:
         strings = [s.string for s in prepared.spans]
         langs = [s.lang for s in prepared.spans]
         if self.string is not None and entries is not None:
@@ -279,7 +279,6 @@ class FusedLinker:
             X[known, COLUMN["folded"]] = [folded[m] == label.casefold() for m, label in zip(owners, labels)]
             X[known, COLUMN["lang_match"]] = [langs[m] is not None and lang == langs[m]
                                               for m, lang in zip(owners, entry_langs)]
-        pairs = list(zip(rows.mention.tolist(), rows.qid.tolist()))
         X[:, COLUMN["loose"]] = [q in name_hits[m] for m, q in pairs]
         X[:, COLUMN["ambiguity"]] = [len(name_hits[m]) for m, _ in pairs]
         if self.names is None:
