@@ -67,9 +67,11 @@ def _qkv(node: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str, str]:
                              domain=MS)], out + "_qkv", out
 
 
-def mha(model: onnx.ModelProto, heads: int, masked: bool) -> onnx.ModelProto:
+def mha(model: onnx.ModelProto, masked: bool) -> onnx.ModelProto:
+    hidden, heads = _attention_shape(model)
+
     def rewrite(node, graph):
-        _constants(graph, layout_thirds=np.array([graph_hidden] * 3, np.int64))
+        _constants(graph, layout_thirds=np.array([hidden] * 3, np.int64))
         nodes, qkv, out = _qkv(node)
         q, k, v = out + "_q", out + "_k", out + "_v"
         nodes.append(helper.make_node("Split", [qkv, "layout_thirds"], [q, k, v], axis=2))
@@ -77,7 +79,6 @@ def mha(model: onnx.ModelProto, heads: int, masked: bool) -> onnx.ModelProto:
         nodes.append(helper.make_node("MultiHeadAttention", inputs, [out], domain=MS, num_heads=heads))
         return nodes
 
-    graph_hidden = _hidden(model)
     out = _replace(model, "QAttention", rewrite)
     if masked:
         cast = helper.make_node("Cast", ["attention_mask"], ["layout_key_mask"], to=TensorProto.INT32)
@@ -85,8 +86,8 @@ def mha(model: onnx.ModelProto, heads: int, masked: bool) -> onnx.ModelProto:
     return out
 
 
-def plain_attention(model: onnx.ModelProto, heads: int) -> onnx.ModelProto:
-    hidden = _hidden(model)
+def plain_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    hidden, heads = _attention_shape(model)
     size = hidden // heads
 
     def rewrite(node, graph):
@@ -145,14 +146,17 @@ def layer_norm_ops(model: onnx.ModelProto, skip: bool) -> onnx.ModelProto:
             continue
         x = node.input[0]
         sub = next(c for c in consumers[x] if c.op_type == "Sub")
-        chain, current = [node, sub], sub
-        for _ in range(7):  # Mul (square), ReduceMean, Add (eps), Sqrt, Reciprocal, Mul, Mul (gamma)
-            current = next(c for c in consumers[current.output[0]] if c is not sub)
+        # The centred values feed the square and the normalising Mul: start from the square.
+        current = next(c for c in consumers[sub.output[0]] if c.op_type == "Mul" and c.input[0] == c.input[1])
+        chain = [node, sub, current]
+        for _ in range(6):  # ReduceMean, Add (eps), Sqrt, Reciprocal, Mul (normalise), Mul (gamma)
+            current = consumers[current.output[0]][0]
             chain.append(current)
         final = consumers[current.output[0]][0]  # Add (beta)
         chain.append(final)
         gamma, beta = current.input[1], final.input[1]
-        eps = float(numpy_helper.to_array(inits[chain[4].input[1]]).reshape(-1)[0])
+        eps_add = chain[4]  # after ReduceMean, Sub, the square and the variance's ReduceMean
+        eps = float(numpy_helper.to_array(inits[eps_add.input[1]]).reshape(-1)[0])
         anchor, before = node, producer.get(x)
         if skip and before is not None and before.op_type == "Add" and x.startswith("cpu_ln_sum"):
             chain.append(before)
@@ -188,16 +192,16 @@ def gelu(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
     return _replace(model, "BiasGelu", rewrite)
 
 
-def _hidden(model: onnx.ModelProto) -> int:
+def _attention_shape(model: onnx.ModelProto) -> tuple[int, int]:
+    """(hidden size, heads) of the graph's QAttention nodes."""
     node = next(n for n in model.graph.node if n.op_type == "QAttention")
     weight = next(i for i in model.graph.initializer if i.name == node.input[1])
-    return int(weight.dims[1]) // 3
+    return int(weight.dims[1]) // 3, next(a.i for a in node.attribute if a.name == "num_heads")
 
 
-def variants(model: onnx.ModelProto, heads: int) -> dict[str, onnx.ModelProto]:
-    return {"shipped": model, "mha_flash": mha(model, heads, masked=False),
-            "mha_masked": mha(model, heads, masked=True),
-            "plain_attention": plain_attention(model, heads), "layer_norm_op": layer_norm_ops(model, skip=False),
+def variants(model: onnx.ModelProto) -> dict[str, onnx.ModelProto]:
+    return {"shipped": model, "mha_flash": mha(model, masked=False), "mha_masked": mha(model, masked=True),
+            "plain_attention": plain_attention(model), "layer_norm_op": layer_norm_ops(model, skip=False),
             "skip_layer_norm_op": layer_norm_ops(model, skip=True), "gelu_op": gelu(model, "gelu_op"),
             "erf_arithmetic": gelu(model, "erf"), "quick_gelu": gelu(model, "quick_gelu")}
 
@@ -223,10 +227,8 @@ def main() -> int:
     ids = np.array(make_inputs(encoder, TEXTS, LENGTH), np.int64)
     mask = np.ones_like(ids)
     shipped = onnx.load(str(folder.variant("int8")))
-    attention = next(n for n in shipped.graph.node if n.op_type == "QAttention")
-    heads = next(a.i for a in attention.attribute if a.name == "num_heads")
     sessions = {}
-    for name, model in variants(shipped, heads).items():
+    for name, model in variants(shipped).items():
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.log_severity_level = 3
