@@ -114,7 +114,7 @@ def main() -> int:
     if not linker_data.available():
         print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
         return 0
-    from mel.tuning import FitSettings, concatenate, fit_reranker, measure
+    from mel.tuning import measure
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -133,18 +133,10 @@ def main() -> int:
     docs = {name: documents_of(name) for name in names}
     collected = {name: rows(name, indexes[name], docs[name]) for name in names}
     groups = content_groups(docs, collected)
-    group = {name: linker_data.GROUPS.get(name, name) for name in names}
-    fitted_for: dict = {}
-    for name in [*linker_data.ENGLISH, *linker_data.MULTILINGUAL]:
-        if group[name] not in fitted_for:
-            others = [n for n in names if group[n] != group[name]]
-            # Each set weighs the same, as in bench/fit_default_reranker.py.
-            sizes = [collected[n].mentions for n in others]
-            weights = linker_data.equal_set_weights(sizes)
-            fitted_for[group[name]] = fit_reranker(concatenate([collected[n] for n in others]), FitSettings(),
-                                                   groups=[g for n in others for g in groups[n]], weights=weights,
-                                                   per_language=False)
-        measured = measure(fitted_for[group[name]], collected[name])
+    left_out = linker_data.leave_one_set_out(names, lambda others: linker_data.fit_like_default(collected, groups,
+                                                                                                others))
+    for name, reranker in left_out.items():
+        measured = measure(reranker, collected[name])
         entry = results["sets"][name]
         entry["linker_tuned_leave_one_out"] = {"R@1": measured["R@1"], "ece": measured["calibration"]["ece"],
                                                "mentions": measured["mentions"]}

@@ -75,3 +75,27 @@ def build(kb: Path, folder: Path, kinds: str = "label,description") -> Path:
 def equal_set_weights(sizes: list[int]) -> list[float]:
     """One weight per mention, so that each set (of `sizes` mentions) weighs the same in a fit."""
     return [sum(sizes) / (len(sizes) * size) for size in sizes for _ in range(size)]
+
+
+def fit_like_default(collected: dict, groups: dict[str, list[int]], names: list[str]):
+    """The reranker fitted on `names`' rows as the shipped default is (bench/fit_default_reranker.py):
+    each set weighing the same, one Platt scaling for all languages; `groups` keep a document's
+    copies in one calibration fold (bench_linker.content_groups)."""
+    from mel.tuning import FitSettings, concatenate, fit_reranker
+
+    weights = equal_set_weights([collected[n].mentions for n in names])
+    return fit_reranker(concatenate([collected[n] for n in names]), FitSettings(),
+                        groups=[g for n in names for g in groups[n]], weights=weights, per_language=False)
+
+
+def leave_one_set_out(names: list[str], fit) -> dict:
+    """For each dev set among `names`, `fit(others)` on every other set of `names` (OKE-2015 and
+    OKE-2016 leave together), one fit per group: {held-out set: what fit returned}."""
+    group = {name: GROUPS.get(name, name) for name in names}
+    fitted: dict = {}
+    out = {}
+    for name in [n for n in (*ENGLISH, *MULTILINGUAL) if n in names]:
+        if group[name] not in fitted:
+            fitted[group[name]] = fit([n for n in names if group[n] != group[name]])
+        out[name] = fitted[group[name]]
+    return out

@@ -225,18 +225,28 @@ def mention_slices(mention: np.ndarray, n: int) -> list[np.ndarray]:
     return [by_mention[bounds[m]:bounds[m + 1]] for m in range(n)]
 
 
-def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], docs: Sequence[int | None],
-                      vectors: np.ndarray, slices: list[np.ndarray]) -> None:
-    """coref_longer, same_top and coherence, from each mention's first-pass choice (loose name match,
-    then string score) within its document; `vectors` is each row's best string-view entry vector,
-    `slices` each mention's rows (mention_slices)."""
-    n = len(keys)
-    first = np.full(n, -1, dtype=np.int64)  # the first-pass row of each mention
-    order = np.lexsort((-X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]], rows.mention))
+def first_choices(X: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+    """Each of `n` mentions' first-pass choice, the row the document features start from: a loose
+    name match first, then the best string score (-1 for a mention without candidates)."""
+    first = np.full(n, -1, dtype=np.int64)
+    order = np.lexsort((-X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]], mention))
     if len(order):
-        ordered = rows.mention[order]
+        ordered = mention[order]
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         first[ordered[starts]] = order[starts]
+    return first
+
+
+def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], docs: Sequence[int | None],
+                      vectors: np.ndarray, slices: list[np.ndarray], first: np.ndarray | None = None) -> None:
+    """coref_longer, same_top and coherence of every row, from the rows chosen for the document's
+    other mentions: `first` (one row or -1 per mention; by default first_choices). `vectors` is
+    each row's best string-view entry vector, `slices` each mention's rows (mention_slices)."""
+    n = len(keys)
+    if first is None:
+        first = first_choices(X, rows.mention, n)
+    for name in ("coref_longer", "same_top", "coherence"):
+        X[:, COLUMN[name]] = 0.0  # a mention alone in its document has no such evidence
     by_doc: dict[int, list[int]] = {}
     for m, doc in enumerate(docs):
         if doc is not None:
@@ -244,7 +254,7 @@ def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], d
     # The work is done a document and a mention at a time, never a candidate at a time (a mention
     # has some 50 candidates, and each tiny matrix product costs BLAS's thread start-up).
     for members in by_doc.values():
-        chosen = [m for m in members if first[m] >= 0]  # the members with a first-pass choice
+        chosen = [m for m in members if first[m] >= 0]  # the members with a choice
         if len(members) < 2 or not chosen:
             continue
         top_qids = rows.qid[first[chosen]]

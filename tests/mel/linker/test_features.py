@@ -56,3 +56,34 @@ def test_qid_gap_compares_ages_among_the_candidates_holding_the_mentions_words()
     X[:, COLUMN["name_token_set"]] = [1.0, 1.0, 0.6, 0.9, 0.2]
     gap = qid_gap(X, mention, 2)
     assert np.allclose(gap, [0.0, 3.9, -1.0, -1.0, -1.0])
+
+
+def test_document_features_follow_the_choices_they_are_given():
+    import numpy as np
+
+    from mel.linker.features import COLUMN, FEATURES, CandidateRows, document_features, first_choices, mention_slices
+
+    # One document: "Michael Jordan" (mention 0: the player Q41421 or the river Q810) and "Jordan"
+    # (mention 1: the same two). The first pass picks the loose name match of each.
+    mention = np.array([0, 0, 1, 1])
+    qid = np.array([41421, 810, 41421, 810])
+    X = np.zeros((4, len(FEATURES)), dtype=np.float32)
+    X[:, COLUMN["loose"]] = [1, 0, 0, 1]
+    X[:, COLUMN["string_score"]] = [0.9, 0.5, 0.6, 0.9]
+    rows = CandidateRows(mention, qid, X, np.zeros(4, np.uint8))
+    keys, docs = ["michael jordan", "jordan"], [0, 0]
+    vectors = np.eye(4, dtype=np.float32)[[0, 1, 0, 1]]  # each entity's entry vector
+    slices = mention_slices(mention, 2)
+    assert first_choices(X, mention, 2).tolist() == [0, 3]
+    document_features(X, rows, keys, docs, vectors, slices)
+    assert X[:, COLUMN["coref_longer"]].tolist() == [0, 0, 1, 0]  # "Jordan" after "Michael Jordan"
+    assert X[:, COLUMN["same_top"]].tolist() == [0, 1, 1, 0]
+    # Chosen otherwise (say by a reranker's first pass: the river for both), the evidence moves,
+    # and nothing of the earlier call is left over.
+    document_features(X, rows, keys, docs, vectors, slices, first=np.array([1, 3]))
+    assert X[:, COLUMN["coref_longer"]].tolist() == [0, 0, 0, 1]
+    assert X[:, COLUMN["same_top"]].tolist() == [0, 1, 0, 1]
+    assert X[:, COLUMN["coherence"]].tolist() == [0, 1, 0, 1]
+    # A mention alone in its document gets none.
+    document_features(X, rows, keys, [0, 1], vectors, slices)
+    assert not X[:, [COLUMN["coref_longer"], COLUMN["same_top"], COLUMN["coherence"]]].any()

@@ -1,0 +1,46 @@
+"""The dev-set benches (bench/bench_linker.py, bench/bench_document_evidence.py): the leave-one-set-out
+folds they share, and a clean skip where the dev sets are absent (CI has none)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import linker_data  # noqa: E402
+
+
+def test_leave_one_set_out_fits_once_per_group_and_never_on_the_set_left_out():
+    names = [*linker_data.ENGLISH, *linker_data.MULTILINGUAL, "sample"]
+    fits: list[list[str]] = []
+
+    def fit(others):
+        fits.append(others)
+        return len(fits) - 1
+
+    left_out = linker_data.leave_one_set_out(names, fit)
+    assert set(left_out) == {*linker_data.ENGLISH, *linker_data.MULTILINGUAL}  # the sample is only fitted on
+    assert len(fits) == len(left_out) - 1  # OKE-2015 and OKE-2016 leave together
+    assert left_out["elevant-oke-2015-train"] == left_out["elevant-oke-2016-train"]
+    for name, fitted in left_out.items():
+        others = fits[fitted]
+        assert name not in others and "sample" in others
+        if name in linker_data.GROUPS:  # neither OKE set is fitted on when one is left out
+            assert not set(linker_data.GROUPS) & set(others)
+
+
+def test_equal_set_weights_give_each_set_the_same_total():
+    weights = linker_data.equal_set_weights([3, 1])
+    assert len(weights) == 4 and abs(sum(weights[:3]) - weights[3]) < 1e-12 and abs(sum(weights) - 4) < 1e-12
+
+
+def test_the_document_evidence_bench_skips_without_the_dev_sets(tmp_path):
+    env = {**os.environ, "MEL_EL_DEV": str(tmp_path / "absent")}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_document_evidence.py"), "--work",
+                           str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("skipped: the development sets are not in") and not (tmp_path / "work").exists()
