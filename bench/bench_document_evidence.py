@@ -23,7 +23,6 @@ probability and the accuracy of the mentions whose top candidate it marks.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -157,16 +156,13 @@ def coref_longer_figures(rows, reranker) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    parser = linker_data.bench_parser(__doc__)
     args = parser.parse_args()
-    if not linker_data.available():
-        print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
+    work = linker_data.work_folder(args)
+    if work is None:
         return 0
     from mel.tuning import measure
 
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     names = [*linker_data.ENGLISH, *linker_data.MULTILINGUAL, "sample"]
     documents, collected, inputs = collect(names, work)
     groups = bench_linker.content_groups(documents, collected)

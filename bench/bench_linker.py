@@ -19,7 +19,6 @@ Figures go to bench/results/linker.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -107,17 +106,14 @@ def speed(index: Path, gold: Path, work: Path, docs: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    parser = linker_data.bench_parser(__doc__)
     parser.add_argument("--speed-docs", type=int, default=200)
     args = parser.parse_args()
-    if not linker_data.available():
-        print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
+    work = linker_data.work_folder(args)
+    if work is None:
         return 0
     from mel.tuning import measure
 
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     names = [*linker_data.ENGLISH, *linker_data.MULTILINGUAL, "sample"]
     indexes = {name: linker_data.build(linker_data.kb_path(name), work / f"index-{name}") for name in names}
     results: dict = {"sets": {}, "command": "python bench/bench_linker.py"}

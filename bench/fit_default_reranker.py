@@ -19,7 +19,6 @@ the source (the English one made the English dev sets' probabilities 0.1 to 0.15
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -108,18 +107,15 @@ def _rows_for(name: str, index: Path, work: Path):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    parser = linker_data.bench_parser(__doc__)
     parser.add_argument("--out", default=str(linker_data.ROOT / "mel" / "linker" / "default-reranker.json"))
     args = parser.parse_args()
-    if not linker_data.available():
-        print(f"skipped: the development sets are not in {linker_data.EL_DEV}")
+    work = linker_data.work_folder(args)
+    if work is None:
         return 0
     from mel.artifacts import write_json
     from mel.tuning import FitSettings, concatenate, fit_reranker, measure
 
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     rows, groups, sizes, base = [], [], [], 0
     for name in FIT_ON:
         index = linker_data.build(linker_data.kb_path(name), work / f"index-{name}")

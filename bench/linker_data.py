@@ -99,3 +99,22 @@ def leave_one_set_out(names: list[str], fit) -> dict:
             fitted[group[name]] = fit([n for n in names if group[n] != group[name]])
         out[name] = fitted[group[name]]
     return out
+
+
+def bench_parser(doc: str):
+    """The dev-set benches' command line: --work (where indexes and reports go) and what a bench adds."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/mel-bench-linker")
+    return parser
+
+
+def work_folder(args) -> Path | None:
+    """The bench's work folder (made), or None, said once, where the dev sets are absent: skip cleanly."""
+    if not available():
+        print(f"skipped: the development sets are not in {EL_DEV}")
+        return None
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work

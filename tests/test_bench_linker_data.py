@@ -1,5 +1,5 @@
-"""The dev-set benches (bench/bench_linker.py, bench/bench_document_evidence.py): the leave-one-set-out
-folds they share, and a clean skip where the dev sets are absent (CI has none)."""
+"""The dev-set benches (bench/bench_linker.py, bench_document_evidence.py, fit_default_reranker.py):
+the leave-one-set-out folds they share, and a clean skip where the dev sets are absent (CI has none)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,9 +40,10 @@ def test_equal_set_weights_give_each_set_the_same_total():
     assert len(weights) == 4 and abs(sum(weights[:3]) - weights[3]) < 1e-12 and abs(sum(weights) - 4) < 1e-12
 
 
-def test_the_document_evidence_bench_skips_without_the_dev_sets(tmp_path):
+@pytest.mark.parametrize("bench", ["bench_linker.py", "bench_document_evidence.py", "fit_default_reranker.py"])
+def test_the_dev_set_benches_skip_without_the_dev_sets(tmp_path, bench):
     env = {**os.environ, "MEL_EL_DEV": str(tmp_path / "absent")}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_document_evidence.py"), "--work",
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--work",
                            str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("skipped: the development sets are not in") and not (tmp_path / "work").exists()
