@@ -390,7 +390,7 @@ def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]],
         if progress is not None:
             progress(stats.mentions)
         if stats.mentions == 0 and not empty_ok:
-            raise InputError(f"no {what} in the sources (see the report above): nothing to count")
+            raise InputError(f"no {what} in the sources{report.why()}: nothing to count")
         if runs and counter:
             runs.append(_spill(counter, spill_dir, len(runs)))
             counter = {}

@@ -511,7 +511,7 @@ def run_mewsli_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[s
     outcome = evaluate(mewsli_documents(root, langs, report=report, notes=notes, check_md5=check_md5), ranker, ks,
                        skip_bad=skip_bad, min_prob=min_prob, progress=progress)
     if outcome.mentions == 0 and outcome.unlinkable.count == 0:
-        raise InputError(f"{path}: no usable mentions (see the report above)")
+        raise InputError(f"{path}: no usable mentions{report.why()}")
     return build_report(outcome, method=method, ranker=ranker, dataset=dataset, parameters=parameters or {},
                         report=report, notes=notes)
 
@@ -526,6 +526,6 @@ def run_jsonl_eval(path: str, ranker: Ranker, method: str, *, langs: Sequence[st
     outcome = evaluate(jsonl_documents(path, langs, report=report, notes=notes), ranker, ks, min_prob=min_prob,
                        progress=progress)
     if outcome.mentions == 0:
-        raise InputError(f"{display_name(path)}: no mentions with a gold qid to evaluate")
+        raise InputError(f"{display_name(path)}: no mentions with a gold qid to evaluate{report.why()}")
     return build_report(outcome, method=method, ranker=ranker, dataset=dataset, parameters=parameters or {},
                         report=report, notes=notes)

@@ -340,6 +340,11 @@ class SkipReport:
             return "nothing was read"
         return "; ".join(parts) + (f"; first: {self.examples[0]}" if self.examples else "")
 
+    def why(self) -> str:
+        """" (what was skipped and left out)" for an error saying nothing usable was left, or ""
+        when nothing was: the error is raised before any report is printed, so it carries it."""
+        return f" ({self.summary()})" if self.skipped or self.filtered else ""
+
     def to_json(self) -> dict:
         return {
             "skipped": dict(self.skipped),

@@ -46,7 +46,7 @@ from mel.linker.ranker import FusedLinker
 from mel.mentions import MentionSpan
 from mel.pipeline import run_stream
 from mel.qids import qid_to_int
-from mel.streams import SkipReport
+from mel.streams import SkipReport, display_name
 
 HELD_OUT_EVERY = 5  # document i is held out when i % 5 == 4
 MIN_PLATT_MENTIONS = 100
@@ -369,6 +369,9 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     """Fit the reranker and calibration of `index` on `gold`, write them into it, and say how it went."""
     report = report if report is not None else SkipReport()
     sets = [(path, gold_documents(path, report)) for path in gold]
+    for path, documents in sets:
+        if not any(m.span is not None for document in documents for m in document.mentions):
+            raise InputError(f"{display_name(path)}: no linkable gold mentions to tune on{report.why()}")
     offset, parts = 0, []
     for _, documents in sets:
         parts.append(collect_rows(linker, documents, doc_offset=offset))

@@ -38,7 +38,7 @@ def read_held_out(spec: EvalSpec) -> HeldOut:
     report = SkipReport()
     documents = list(read_gold(spec, report))
     if not any(document.mentions for document in documents):
-        raise InputError(f"--eval {spec}: no mentions with a gold QID")
+        raise InputError(f"--eval {spec}: no mentions with a gold QID{report.why()}")
     return HeldOut(str(spec), documents, report)
 
 

@@ -200,3 +200,13 @@ def test_a_loose_name_table_folds_case_accents_and_punctuation(tmp_path):
     table = AliasTable.open(tmp_path / "n")
     assert table.lookup("SAO PAULO") == [("Q174", 2)]  # two records name it
     assert table.lookup("sampa") == [("Q174", 1)] and table.lookup("São Paulo FC") == [("Q1", 1)]
+
+
+def test_alias_build_with_nothing_to_count_says_what_was_skipped(tmp_path):
+    links = tmp_path / "links.jsonl"
+    links.write_text("not json\n")
+    result = CliRunner().invoke(main, ["alias", "build", "--links", str(links), "-o", str(tmp_path / "a"), "-q"])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("mel: error: no training mentions in the sources (skipped 1 (not valid JSON")
+    assert f"{links}:1" in line and line.endswith(": nothing to count") and not (tmp_path / "a").exists()

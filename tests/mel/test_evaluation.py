@@ -408,3 +408,17 @@ def test_recall_counts_distinct_qids_not_entries(tiny_model, tmp_path):
                  "--report", tmp_path / "r.json", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r.json").read_text())["results"]["es"]["hits"] == {"1": 0, "2": 1}
+
+
+def test_when_every_gold_record_is_skipped_the_error_says_why(label_index, tmp_path):
+    # The skip report is printed after the results; with nothing left to evaluate the error is
+    # all the user sees, so it carries what was skipped and where.
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"id": "a", "text": "Paris", "mentions": [{"start": 0, "end": 99, "qid": "Q90"}]}\n'
+                    '{"id": "b", "text": "Francia", "mentions": [{"start": 0, "end": 7, "qid": "X142"}]}\n')
+    result = run("eval", "jsonl", gold, "--index", label_index, "-q")
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("mel: error:")]
+    assert line.startswith(f"mel: error: {gold}: no mentions with a gold qid to evaluate (skipped 1 (")
+    assert "outside text of 5 characters" in line and "not a Wikidata item id: 'X142'" in line and f"{gold}:1" in line
+    assert "Traceback" not in result.output

@@ -263,6 +263,8 @@ def test_skip_report_counts_and_examples():
     assert report.lines()[0] == "skipped 2 record(s): not valid JSON"
     assert "left out 4: entity in language 'de' (not selected)" in report.lines()
     assert report.to_json()["filtered"] == {"entity in language 'de' (not selected)": 4}
+    assert report.why() == f" ({report.summary()})" and report.why().startswith(" (skipped 2 (not valid JSON)")
+    assert SkipReport().why() == ""  # nothing skipped: an error says nothing more
 
 
 def test_strict_skip_report_raises_at_the_first_problem():

@@ -234,3 +234,15 @@ def test_encoding_on_its_own_stage_links_the_same(default_model, tmp_path, monke
     monkeypatch.setattr(FusedLinker, "encode_stage", property(stage))
     assert link(index, tmp_path, records, "--explain") == plain
     assert sum(staged_calls) == 12  # every mention went through the encoder stage
+
+
+def test_tune_names_the_gold_file_without_linkable_mentions_and_why(default_model, tmp_path):
+    index = build(tmp_path, "plain", DISTRACTORS)
+    gold = write_jsonl(tmp_path / "gold.jsonl", [doc("g", "Paris again.", ("Paris", "Q90"))])
+    gold.write_text(gold.read_text().replace('"Q90"', '"90"'))
+    result = run("index", "tune", index, "--gold", gold, "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mel: error: {gold}: no linkable gold mentions to tune on (skipped 1 (mention 1: field 'qid' is not a "
+        f"Wikidata item id: '90'); first: {gold}:1: mention 1: field 'qid' is not a Wikidata item id: '90')")
+    assert not (index / "reranker.json").exists()
