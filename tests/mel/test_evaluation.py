@@ -422,3 +422,26 @@ def test_when_every_gold_record_is_skipped_the_error_says_why(label_index, tmp_p
     assert line.startswith(f"mel: error: {gold}: no mentions with a gold qid to evaluate (skipped 1 (")
     assert "outside text of 5 characters" in line and "not a Wikidata item id: 'X142'" in line and f"{gold}:1" in line
     assert "Traceback" not in result.output
+
+
+def test_a_mewsli_folder_with_no_usable_mention_says_why(label_index, tmp_path):
+    folder = tmp_path / "dataset" / "es"
+    (folder / "text").mkdir(parents=True)
+    (folder / "text" / "es-1").write_text("París.", encoding="utf-8")
+    (folder / "docs.tsv").write_text("docid\ttitle\tcurid\trevid\turl\ttext_md5\nes-1\tes-1\t1\t1\tu\t\n")
+    (folder / "mentions.tsv").write_text("\t".join(HEADER) + "\nes-1\t0\t5\tParís\tu\tes\tnope\tTrue\t5\n")
+    result = run("eval", "mewsli9", tmp_path / "dataset", "--index", label_index, "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("mel: error:")]
+    assert "no usable mentions (skipped 1 (" in line and "mentions.tsv:2" in line and "see the report" not in line
+
+
+def test_train_eval_sets_without_gold_mentions_say_why(tmp_path):
+    from mel.errors import InputError
+    from mel.evaluation import EvalSpec
+    from mel.training.evaluation import read_held_out
+
+    gold = tmp_path / "held.jsonl"
+    gold.write_text('{"id": "a", "text": "Paris", "mentions": [{"start": 0, "end": 5, "qid": "Paris"}]}\n')
+    with pytest.raises(InputError, match=r"no mentions with a gold QID \(skipped 1 \(.*not a Wikidata item id"):
+        read_held_out(EvalSpec.parse(f"jsonl:{gold}"))
