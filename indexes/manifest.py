@@ -241,6 +241,8 @@ def read_manifest(folder: str | Path) -> IndexManifest:
     path = folder / MANIFEST_FILE
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: index folder not found")
+    if not path.exists():
+        raise ArtifactError(f"{folder}: not a mel index (no {MANIFEST_FILE} in it)")
     data = read_json(path)
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: not an index manifest (expected a JSON object)")

@@ -80,7 +80,7 @@ def test_truncated_file_is_refused_on_open(index_copy):
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (None, "manifest.json: file not found"),
+        (None, r"not a mel index \(no manifest.json in it\)"),
         (b"{not json", "manifest.json: not valid JSON"),
         (b'{"format": "mel.index.v0"}', "unsupported index format 'mel.index.v0'"),
         (b'{"format": "mel.index.v1", "dim": 3}', "manifest.json: malformed manifest"),
