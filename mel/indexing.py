@@ -276,7 +276,7 @@ def build_kb_index(out: str | Path, selection: KBSelection, encoder: Encoder, *,
 
 
 def no_entries(selection: KBSelection) -> InputError:
-    return InputError(f"no entries: every KB record was skipped or filtered out{selection.report.why()}")
+    return InputError(f"no entries: every KB record was skipped or filtered out ({selection.report.summary()})")
 
 
 def view_extra(common: dict, view: str, kinds: Sequence[str]) -> dict:
