@@ -36,6 +36,7 @@ STDIO = "-"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC = b"\xfd\x37\x7a\x58\x5a\x00"
 GZIP_MAGIC = b"\x1f\x8b"
+_SUFFIX_KINDS = {".zst": "zstd", ".zstd": "zstd", ".xz": "xz", ".gz": "gzip", ".bz2": "bzip2"}
 # "BZh", a block size digit, then the first bytes of a block or of the end marker.
 _BZIP2_NEXT = (b"1A", b"\x17r")
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -55,6 +56,17 @@ def is_stdio(path: str | os.PathLike) -> bool:
 def display_name(path: str | os.PathLike) -> str:
     """How a path appears in messages ("<stdin>" for "-")."""
     return "<stdin>" if is_stdio(path) else str(path)
+
+
+def _starts_as_text(head: bytes) -> bool:
+    """Whether `head` (a stream's first bytes) is UTF-8, a character cut at its end allowed."""
+    import codecs
+
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def detect_compression(head: bytes) -> str | None:
@@ -206,6 +218,12 @@ def open_input(path: str | os.PathLike, source: BinaryIO | None = None) -> Binar
         head += more
     raw = io.BufferedReader(_PrefixedReader(head, source), buffer_size=_CHUNK)
     kind = detect_compression(head)
+    named = _SUFFIX_KINDS.get(Path(str(path)).suffix.lower())
+    if kind is None and named is not None and not _starts_as_text(head):
+        # Plain text under a compressed name reads fine (content decides); anything else would
+        # give one "invalid UTF-8" line after another: say what it is instead.
+        raise InputError(f"{name}: named as {named} data, but it is neither {named} data nor text "
+                         "(corrupt, or renamed)")
     if kind == "zstd":
         return io.BufferedReader(_ZstdReader(raw), buffer_size=_CHUNK)
     if kind == "xz":

@@ -272,3 +272,18 @@ def test_strict_skip_report_raises_at_the_first_problem():
     report.filter("left out on purpose")  # never an error
     with pytest.raises(InputError, match=r"^kb\.jsonl:3: not valid JSON \(detail\)$"):
         report.skip("kb.jsonl:3", "not valid JSON", "detail")
+
+
+def test_a_compressed_name_over_data_that_is_neither_says_so(tmp_path):
+    from mel.streams import iter_lines
+
+    broken = tmp_path / "corpus.jsonl.zst"
+    broken.write_bytes(b"\x8f\xda\x16\xd5Q%" + bytes(range(128, 256)))  # neither zstd nor text
+    with pytest.raises(InputError, match=r"corpus\.jsonl\.zst: named as zstd data, but it is neither zstd data nor "
+                                         r"text \(corrupt, or renamed\)"):
+        list(iter_lines(broken))
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes("{\"é\": 1}\n".encode()[:3])  # text whose first character is cut after its first byte
+    assert [line for _, line in iter_lines(cut)] == [b'{"\xc3']  # reads as text; the line reports its own error
+    (tmp_path / "empty.xz").write_bytes(b"")
+    assert list(iter_lines(tmp_path / "empty.xz")) == []
