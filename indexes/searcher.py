@@ -170,7 +170,10 @@ class Index:
         pre_reorder_num_neighbors: int | None = None,
         threads: int | None = None,
         verify: bool = True,
+        verify_folder: str | os.PathLike | None = None,
     ):
+        """`verify_folder`: what a failed check tells the user to run `mel index verify` on (the
+        folder by default; the whole index where this folder is one view of it)."""
         self.folder = Path(folder)
         self.manifest: IndexManifest = read_manifest(self.folder)
         refuse_pickles(self.folder)
@@ -179,7 +182,8 @@ class Index:
         except ArtifactError as exc:
             if not verify:
                 raise
-            raise ArtifactError(f"{exc}; `mel index verify {self.folder}` lists every problem") from None
+            raise ArtifactError(f"{exc}; `mel index verify {verify_folder or self.folder}` lists every problem") \
+                from None
         has_scann = all(shard.search.uses_scann for shard in self.manifest.shards)
         if exact is False and not has_scann:
             raise ArtifactError(f"{self.folder}: this index has no ScaNN searchers; search it with exact=True")

@@ -216,4 +216,5 @@ def open_index(path: str | os.PathLike, *, view: str | None = None, exact: bool 
         folder = views[view]
     elif view is not None and view not in VIEWS:
         raise InputError(f"view must be one of {', '.join(VIEWS)} or None, not {view!r}")
-    return Index(folder, exact=exact, leaves_to_search=leaves_to_search, threads=threads, verify=verify)
+    return Index(folder, exact=exact, leaves_to_search=leaves_to_search, threads=threads, verify=verify,
+                 verify_folder=path)

@@ -81,7 +81,7 @@ def _linker(linker_index: LinkerIndex, encoder: EncoderSettings, exact: bool, al
 def _view_ranker(method: str, view_folder: Path, index: str, encoder: EncoderSettings, exact: bool,
                  allow_model_mismatch: bool, announce, notes: list[str], verify: bool) -> Ranker:
     retriever = Retriever.open(view_folder, encoder, exact=exact, allow_model_mismatch=allow_model_mismatch,
-                               announce=announce, verify=verify)
+                               announce=announce, verify=verify, verify_folder=index)
     encoding = retriever.query_encoding
     sources = retriever.index.manifest.extra.get("sources") or {}
     from_aliases = bool(sources.get("aliases"))

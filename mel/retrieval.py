@@ -115,9 +115,11 @@ class Retriever:
     @classmethod
     def open(cls, index_path: str | Path, encoder: EncoderSettings = EncoderSettings(), *, exact: bool = False,
              allow_model_mismatch: bool = False, announce: Callable[[str], None] | None = None,
-             verify: bool = True) -> Retriever:
-        """`verify=False` (--no-verify) skips the index's checksums, for trusted local copies."""
-        index = Index(index_path, exact=True if exact else None, threads=encoder.threads, verify=verify)
+             verify: bool = True, verify_folder: str | Path | None = None) -> Retriever:
+        """`verify=False` (--no-verify) skips the index's checksums, for trusted local copies;
+        `verify_folder` is the index a view folder belongs to (named when a check fails)."""
+        index = Index(index_path, exact=True if exact else None, threads=encoder.threads, verify=verify,
+                      verify_folder=verify_folder)
         retriever = cls(index, encoder.open(model_for_index(index.folder, index.manifest.model, encoder.model,
                                                             announce)))
         check_model(index.folder, index.manifest.model, [index.dim], retriever.encoder, allow_model_mismatch)

@@ -309,6 +309,6 @@ class FusedLinker:
 
 def open_linker(index: LinkerIndex, encoder: Encoder, reranker: Reranker, *, exact: bool = False,
                 threads: int | None = None, explain: bool = False, verify: bool = True) -> FusedLinker:
-    views = {view: Index(folder, exact=True if exact else None, threads=threads, verify=verify)
-             for view, folder in index.view_folders.items()}
+    views = {view: Index(folder, exact=True if exact else None, threads=threads, verify=verify,
+                         verify_folder=index.folder) for view, folder in index.view_folders.items()}
     return FusedLinker(index, encoder, reranker, views.get("string"), views.get("context"), explain=explain)

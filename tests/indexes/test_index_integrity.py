@@ -189,11 +189,12 @@ def test_link_and_eval_refuse_a_tampered_index_and_no_verify_skips(label_index, 
     qids = view / "shard-00000" / "qids.npy"
     rewrite_npy(qids, lambda a: a.fill(90))  # every entry now says Paris (Q90 is in the index)
     out = tmp_path / "out.jsonl"
-    for command in (["link", str(DATA / "docs.jsonl"), "-o", str(out)], ["eval", "jsonl", str(DATA / "docs.jsonl")]):
+    for command in (["link", str(DATA / "docs.jsonl"), "-o", str(out)], ["eval", "jsonl", str(DATA / "docs.jsonl")],
+                    ["eval", "jsonl", str(DATA / "docs.jsonl"), "--method", "labels"]):
         result = CliRunner().invoke(main, [*command, "--index", str(index), "-q"])
         assert result.exit_code == 1, result.output
         assert result.output == (f"mel: error: {qids}: checksum mismatch (the file was changed or damaged); "
-                                 f"`mel index verify {view}` lists every problem\n")
+                                 f"`mel index verify {index}` lists every problem\n")  # the index, not its view
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
     result = CliRunner().invoke(main, ["link", str(DATA / "docs.jsonl"), "-o", str(out), "--index", str(index),
                                        "--method", "labels", "-q", "--no-verify"])
