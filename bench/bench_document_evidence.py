@@ -82,16 +82,11 @@ def with_choices(rows, inputs, first):
 
 
 def top_choices(scores, rows):
-    """Each mention's highest-scoring row (-1 without candidates)."""
-    import numpy as np
+    """Each mention's highest-scoring row, the lowest QID on a tie (-1 without candidates), as mel's
+    evaluation picks its top candidate."""
+    from mel.linker.features import first_rows
 
-    first = np.full(rows.mentions, -1, dtype=np.int64)
-    order = np.lexsort((rows.qid, -scores, rows.mention))
-    if len(order):
-        ordered = rows.mention[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        first[ordered[starts]] = order[starts]
-    return first
+    return first_rows(rows.mention, rows.mentions, rows.qid, -scores)
 
 
 def gold_choices(rows):

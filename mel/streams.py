@@ -16,6 +16,7 @@ the caller.
 from __future__ import annotations
 
 import bz2
+import codecs
 import collections
 import gzip
 import io
@@ -60,8 +61,6 @@ def display_name(path: str | os.PathLike) -> str:
 
 def _starts_as_text(head: bytes) -> bool:
     """Whether `head` (a stream's first bytes) is UTF-8, a character cut at its end allowed."""
-    import codecs
-
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:

@@ -39,7 +39,7 @@ from mel.evaluation import (
 )
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
-from mel.linker.features import COLUMN, FEATURES
+from mel.linker.features import COLUMN, FEATURES, first_rows
 from mel.linker.folder import RERANKER_FILE
 from mel.linker.model import Calibration, Reranker, Tree, calibrated, softmax_probabilities
 from mel.linker.ranker import FusedLinker
@@ -238,10 +238,8 @@ def _top(p: np.ndarray, rows: TrainingRows) -> tuple[np.ndarray, np.ndarray]:
     top_p = np.zeros(rows.mentions)
     correct = np.zeros(rows.mentions, dtype=bool)
     if len(p):
-        order = np.lexsort((rows.qid, -p, rows.mention))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = rows.mention[order][1:] != rows.mention[order][:-1]
-        chosen = order[first]
+        chosen = first_rows(rows.mention, rows.mentions, rows.qid, -p)  # highest p, then lowest QID
+        chosen = chosen[chosen >= 0]
         top_p[rows.mention[chosen]] = p[chosen]
         correct[rows.mention[chosen]] = rows.y[chosen] == 1
     return top_p, correct

@@ -225,16 +225,22 @@ def mention_slices(mention: np.ndarray, n: int) -> list[np.ndarray]:
     return [by_mention[bounds[m]:bounds[m + 1]] for m in range(n)]
 
 
-def first_choices(X: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
-    """Each of `n` mentions' first-pass choice, the row the document features start from: a loose
-    name match first, then the best string score (-1 for a mention without candidates)."""
+def first_rows(mention: np.ndarray, n: int, *keys: np.ndarray) -> np.ndarray:
+    """Each of `n` mentions' first row when its rows are sorted by `keys` (np.lexsort's order: the
+    last key decides first), -1 for a mention without rows."""
     first = np.full(n, -1, dtype=np.int64)
-    order = np.lexsort((-X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]], mention))
+    order = np.lexsort((*keys, mention))
     if len(order):
         ordered = mention[order]
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         first[ordered[starts]] = order[starts]
     return first
+
+
+def first_choices(X: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
+    """Each of `n` mentions' first-pass choice, the row the document features start from: a loose
+    name match first, then the best string score (-1 for a mention without candidates)."""
+    return first_rows(mention, n, -X[:, COLUMN["string_score"]], -X[:, COLUMN["loose"]])
 
 
 def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], docs: Sequence[int | None],
