@@ -94,6 +94,21 @@ def test_zstd_in_by_content_and_out_by_name(label_index, tmp_path):
     assert [m["qid"] for r in records for m in r["mentions"]] == [q for r in CORPUS for q in EXPECTED[r["id"]]]
 
 
+def test_a_zst_name_over_other_bytes_and_a_folder_that_is_no_index_are_one_error_each(label_index, tmp_path):
+    broken = tmp_path / "corpus.jsonl.zst"
+    broken.write_bytes(bytes(range(128, 256)))  # neither zstd nor text
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["link", str(broken), "--index", str(label_index), "-o", str(out), "-q"])
+    assert result.exit_code == 1 and not out.exists()
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("mel: note:")]
+    assert errors == [f"mel: error: {broken}: named as zstd data, but it is neither zstd data nor text "
+                      "(corrupt, or renamed)"]
+    result = CliRunner().invoke(main, ["link", str(write_corpus(tmp_path / "plain.jsonl")), "--index", str(tmp_path),
+                                       "-o", str(out), "-q"])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr == f"mel: error: {tmp_path}: not a mel index (no manifest.json in it)\n"
+
+
 def test_stdin_to_stdout_pipeline_in_a_real_process(label_index, tmp_path):
     data = write_corpus(tmp_path / "in.jsonl").read_bytes()
     done = subprocess.run([sys.executable, "-m", "mel", "link", "-", "--index", str(label_index), "-q"],
