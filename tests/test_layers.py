@@ -24,7 +24,8 @@ LAYERS = {
     "mel.indexes": (1, "indexes"), "mel.exporters": (1, "exporters"), "mel.aliases": (1, "aliases"),
     "mel.initials": (1, "aliases"),
     # encoding, retrieval, ranking
-    "mel.encoding": (2, "stages"), "mel.mentions": (2, "stages"), "mel.retrieval": (2, "stages"),
+    "mel.encoding": (2, "stages"), "mel.mentions": (2, "stages"), "mel.pronouns": (2, "stages"),
+    "mel.retrieval": (2, "stages"),
     "mel.rankers": (2, "stages"), "mel.model_cache": (2, "stages"), "mel.pipeline": (2, "stages"),
     "mel.linker": (2, "stages"), "mel.methods": (2, "stages"),
     # the jobs

@@ -28,7 +28,8 @@ Features (FEATURES, one column each):
 - coref_longer: a longer mention of the same document containing this one's words
   ("Jordan" after "Michael Jordan") was first linked to this entity; same_top: how many
   other mentions of the document were first linked to it; coherence: its similarity to
-  what the document's other mentions were first linked to.
+  what the document's other mentions were first linked to;
+- pronoun: the mention is a personal pronoun looked up as its antecedent's string (mel.pronouns).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ FEATURES = (
     "prior", "prior_count", "link_popularity", "has_links", "alias_found", "prior_gap",
     "log_qid", "qid_gap", "lang_match",
     "mention_length", "mention_tokens", "mention_upper",
-    "coref_longer", "same_top", "coherence",
+    "coref_longer", "same_top", "coherence", "pronoun",
 )
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
 VIEW_BITS = {"string": 1, "context": 2, "names": 4, "aliases": 8, "initials": 16}

@@ -2,10 +2,11 @@
 
 It is a ranker like any other (`mel.rankers` protocol): `prepare` tokenises each
 mention twice (its string for the string view, its context window for the context
-view) and normalises its string; `rank` encodes, searches both views, looks the
-tables up, computes the features (mel.linker.features) and scores every candidate
-with the reranker. A candidate's score is the calibrated probability that it is
-the mention's entity; `Ranking.views` says which sources found it.
+view) and normalises its string (for a personal pronoun, its antecedent's string:
+mel.pronouns); `rank` encodes, searches both views, looks the tables up, computes the
+features (mel.linker.features) and scores every candidate with the reranker. A
+candidate's score is the calibrated probability that it is the mention's entity;
+`Ranking.views` says which sources found it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from mel.linker.features import (
 from mel.linker.folder import LinkerIndex
 from mel.linker.model import Reranker
 from mel.mentions import MentionSpan
+from mel.pronouns import antecedents
 from mel.rankers import Ranking
 
 VIEW_K = 30  # candidates taken from each view
@@ -52,6 +54,8 @@ VIEW_K = 30  # candidates taken from each view
 @dataclass
 class Prepared:
     spans: list[MentionSpan]
+    strings: list[str]  # what each mention is looked up by: its string, or a pronoun's antecedent's
+    pronoun: np.ndarray  # bool: the mention is a pronoun looked up as its antecedent
     keys: list[str]
     acronyms: list[str]  # acronym_key of each mention ("" when not written as one)
     string_ids: list[list[int]] | None
@@ -108,9 +112,12 @@ class FusedLinker:
     def prepare(self, spans: Sequence[MentionSpan]) -> Prepared:
         tokens = self.encoder.tokens
         spans = list(spans)
+        found = antecedents(spans)
+        strings = [spans[j].string if j >= 0 else span.string for span, j in zip(spans, found)]
         return Prepared(
-            spans, [loose_key(s.string) for s in spans], [acronym_key(s.string) for s in spans],
-            tokens.strings([s.string for s in spans], role="mention") if self.string is not None else None,
+            spans, strings, np.array(found, dtype=np.int64) >= 0, [loose_key(s) for s in strings],
+            [acronym_key(s) for s in strings],
+            tokens.strings(strings, role="mention") if self.string is not None else None,
             tokens.mentions(spans, role="mention") if self.context is not None else None)
 
     def rank(self, prepared: Prepared, k: int) -> Ranking:
@@ -237,10 +244,11 @@ class FusedLinker:
             X[:, COLUMN["has_links"]] = 1.0
         X[:, COLUMN["log_qid"]] = log_qid(rows.qid)
         X[:, COLUMN["qid_gap"]] = qid_gap(X, rows.mention, n)
-        shapes = np.array([mention_shape(s.string) for s in prepared.spans], dtype=np.float32)
+        shapes = np.array([mention_shape(s) for s in prepared.strings], dtype=np.float32)
         X[:, COLUMN["mention_length"]] = shapes[rows.mention, 0]
         X[:, COLUMN["mention_tokens"]] = shapes[rows.mention, 1]
         X[:, COLUMN["mention_upper"]] = shapes[rows.mention, 2]
+        X[:, COLUMN["pronoun"]] = prepared.pronoun[rows.mention]
         if best_entries is not None and self.string is not None:
             vectors = np.zeros((len(rows.qid), self.string.dim), dtype=np.float32)
             known = best_entries >= 0
@@ -267,7 +275,7 @@ class FusedLinker:
     def _name_features(self, X: np.ndarray, rows: CandidateRows, prepared: Prepared,
                        name_hits: list[dict[int, int]], entries: np.ndarray | None,
                        slices: list[np.ndarray], pairs: list[tuple[int, int]]) -> None:
-        strings = [s.string for s in prepared.spans]
+        strings = prepared.strings
         langs = [s.lang for s in prepared.spans]
         if self.string is not None and entries is not None:
             known = np.flatnonzero(entries >= 0)

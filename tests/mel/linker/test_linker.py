@@ -246,3 +246,16 @@ def test_tune_names_the_gold_file_without_linkable_mentions_and_why(default_mode
         f"mel: error: {gold}: no linkable gold mentions to tune on (skipped 1 (mention 1: field 'qid' is not a "
         f"Wikidata item id: '90'); first: {gold}:1: mention 1: field 'qid' is not a Wikidata item id: '90')")
     assert not (index / "reranker.json").exists()
+
+
+def test_a_marked_pronoun_is_linked_as_its_antecedent(default_model, tmp_path):
+    kb = [entity("Q7324052", "Rico Lebrun", "Italian-American painter"), entity("Q65", "Los Angeles"),
+          entity("Q560", "helium", "chemical element", aliases=("He",)), *DISTRACTORS]
+    index = build(tmp_path, "pronouns", kb)
+    text = "Rico Lebrun moved to Los Angeles in 1938. He taught painting there, and his students admired him."
+    english = doc("en", text, ("Rico Lebrun", None), ("Los Angeles", None), ("He", None), ("his", None),
+                  ("him", None))
+    unlisted = {**english, "id": "ja", "lang": "ja"}  # no pronoun list: "He" is linked as written
+    linked = link(index, tmp_path, [english, unlisted])
+    assert [m["qid"] for m in linked[0]["mentions"]] == ["Q7324052", "Q65", "Q7324052", "Q7324052", "Q7324052"]
+    assert linked[1]["mentions"][2]["qid"] == "Q560"
