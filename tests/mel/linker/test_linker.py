@@ -256,6 +256,9 @@ def test_a_marked_pronoun_is_linked_as_its_antecedent(default_model, tmp_path):
     english = doc("en", text, ("Rico Lebrun", None), ("Los Angeles", None), ("He", None), ("his", None),
                   ("him", None))
     unlisted = {**english, "id": "ja", "lang": "ja"}  # no pronoun list: "He" is linked as written
-    linked = link(index, tmp_path, [english, unlisted])
+    linked = link(index, tmp_path, [english, unlisted], "--explain")
     assert [m["qid"] for m in linked[0]["mentions"]] == ["Q7324052", "Q65", "Q7324052", "Q7324052", "Q7324052"]
     assert linked[1]["mentions"][2]["qid"] == "Q560"
+    flagged = [{c["features"]["pronoun"] for c in m["candidates"]} for m in linked[0]["mentions"]]
+    assert flagged == [{0}, {0}, {1}, {1}, {1}]  # the reranker knows which mentions were looked up as another
+    assert {c["features"]["pronoun"] for c in linked[1]["mentions"][2]["candidates"]} == {0}
