@@ -44,6 +44,15 @@ class MentionSpan:
         return self.text[self.start : self.end]
 
 
+def document_groups(docs: Sequence[int | None]) -> list[list[int]]:
+    """The positions of each document's mentions, given each mention's `doc` (None: alone, in no group)."""
+    groups: dict[int, list[int]] = {}
+    for m, doc in enumerate(docs):
+        if doc is not None:
+            groups.setdefault(doc, []).append(m)
+    return list(groups.values())
+
+
 class MentionTokenizer:
     """Turns mentions, entities and strings into token-id lists of at most `max_length`."""
 

@@ -21,10 +21,11 @@ language; the forms are matched as written in lower case or with a capital initi
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 
-from mel.mentions import MentionSpan
+from mel.mentions import MentionSpan, document_groups
 
 # Third-person personal and possessive pronouns that refer to people, per language.
 PRONOUNS: dict[str, frozenset[str]] = {
@@ -56,9 +57,20 @@ def _capitalised(string: str) -> bool:
     return bool(letters) and letters[0].isupper()
 
 
-def _window_start(text: str, position: int) -> int:
-    """Where the sentence SENTENCES_BACK before the one holding `position` starts."""
-    starts = [0] + [match.end() for match in _SENTENCE_END.finditer(text, 0, position)]
+def _sentence_ends(text: str) -> tuple[list[int], list[int]]:
+    """(start, end) of every sentence boundary in `text`, found once per document."""
+    found = list(_SENTENCE_END.finditer(text))
+    return [m.start() for m in found], [m.end() for m in found]
+
+
+def _window_start(text: str, position: int, bounds: tuple[list[int], list[int]]) -> int:
+    """Where the sentence SENTENCES_BACK before the one holding `position` starts: the sentences of
+    `text[:position]`, from its boundaries (`_sentence_ends`), a boundary cut at `position` counting."""
+    begins, ends = bounds
+    k = bisect.bisect_right(ends, position)  # boundaries wholly before `position`
+    starts = [0, *ends[max(0, k - SENTENCES_BACK - 1):k]]
+    if k < len(ends) and begins[k] < position and _SENTENCE_END.fullmatch(text, begins[k], position):
+        starts.append(position)
     return starts[max(0, len(starts) - 1 - SENTENCES_BACK)]
 
 
@@ -66,21 +78,18 @@ def antecedents(spans: Sequence[MentionSpan]) -> list[int]:
     """For each span, the index of the span its pronoun stands for, or -1 (not a pronoun, or none
     found). Spans of one document share `doc` (spans without one are taken alone)."""
     out = [-1] * len(spans)
-    by_doc: dict[int, list[int]] = {}
-    for i, span in enumerate(spans):
-        if span.doc is not None:
-            by_doc.setdefault(span.doc, []).append(i)
-    for members in by_doc.values():
+    for members in document_groups([span.doc for span in spans]):
         pronoun = [is_pronoun(spans[i].string, spans[i].lang) for i in members]
         if not any(pronoun):
             continue
         names = sorted((spans[i].start, i) for i, p in zip(members, pronoun)
                        if not p and _capitalised(spans[i].string))
+        bounds = _sentence_ends(spans[members[0]].text)
         for i, p in zip(members, pronoun):
             if not p:
                 continue
             span = spans[i]
-            since = _window_start(span.text, span.start)
+            since = _window_start(span.text, span.start, bounds)
             for start, j in names:
                 if start >= span.start:
                     break
@@ -88,4 +97,3 @@ def antecedents(spans: Sequence[MentionSpan]) -> list[int]:
                     out[i] = j
                     break
     return out
-

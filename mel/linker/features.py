@@ -45,6 +45,7 @@ from rapidfuzz import fuzz, process
 from mel.aliases import AliasTable, normalize_alias
 from mel.indexes.searcher import Index, SearchResult
 from mel.initials import initials_of_rows
+from mel.mentions import document_groups
 
 FEATURES = (
     "string_score", "string_rank", "string_gap", "string_found", "has_string",
@@ -254,13 +255,9 @@ def document_features(X: np.ndarray, rows: CandidateRows, keys: Sequence[str], d
         first = first_choices(X, rows.mention, n)
     for name in ("coref_longer", "same_top", "coherence"):
         X[:, COLUMN[name]] = 0.0  # a mention alone in its document has no such evidence
-    by_doc: dict[int, list[int]] = {}
-    for m, doc in enumerate(docs):
-        if doc is not None:
-            by_doc.setdefault(doc, []).append(m)
     # The work is done a document and a mention at a time, never a candidate at a time (a mention
     # has some 50 candidates, and each tiny matrix product costs BLAS's thread start-up).
-    for members in by_doc.values():
+    for members in document_groups(docs):
         chosen = [m for m in members if first[m] >= 0]  # the members with a choice
         if len(members) < 2 or not chosen:
             continue

@@ -18,9 +18,9 @@ KB = [(f"Q{100 + i}", word) for i, word in enumerate(TINY_WORDS)]
 # changes the order of sums, and so does the batch size itself: texts of one length embedded 7 or
 # 64 at a time differ too). A reranker tree whose split falls inside that rounding moves a
 # probability by its leaf's small share (2e-6 seen with depth-3 trees, 3e-5 and 2.6e-4 with two
-# fits of depth 4), so records agree within 1e-3, fused linker included. (With a batch-dependent variant, a near-tie at
-# the edge of a view's top 30 could move the linker's probabilities by a few 1e-3: the issue's
-# bound was 1e-2.)
+# fits of depth 4), so records agree within 1e-3, fused linker included. (With a batch-dependent
+# variant, a near-tie at the edge of a view's top 30 could move the linker's probabilities by a
+# few 1e-3: the bound was 1e-2.)
 LINKER_TOL = 1e-3
 
 

@@ -50,3 +50,10 @@ def test_a_pronoun_never_stands_for_another_pronoun():
     text = "She met Alan Turing, and her notes were read by him."
     spans = spans_of(text, "She", "Alan Turing", "her", "him")
     assert antecedents(spans) == [-1, -1, 1, 1]
+
+
+def test_a_span_that_starts_inside_a_sentence_break_still_counts_that_break():
+    text = "Ada Lovelace wrote notes. Babbage read them. Many did too.  he smiled."
+    start = text.index("  he") + 1  # the span " he" begins in the whitespace after "too."
+    spans = [MentionSpan(text, 0, 12, "en", 0), MentionSpan(text, start, start + 3, "en", 0)]
+    assert antecedents(spans) == [-1, -1]  # "Ada Lovelace" is three sentences back
