@@ -152,6 +152,13 @@ def print_eval_report(report: dict) -> None:
     if unlinkable["count"]:
         kinds = ", ".join(f"{n} {kind}" for kind, n in unlinkable["by_kind"].items())
         console.print(f"unlinkable mentions: {unlinkable['count']:,} ({kinds}); {unlinkable['treatment']}")
+    calibration, nil = report.get("calibration"), report.get("nil")
+    if calibration and nil:
+        console.print(f"calibration error (ECE) {calibration['ece']:.3f}; a perfectly calibrated linker would show "
+                      f"{calibration['ece_if_calibrated']:.3f} on this many mentions")
+        console.print(f"linked at probability >= {nil['threshold']:g}: {nil['linked']:,} of {nil['mentions']:,}, "
+                      f"precision {_percent(nil['precision'])}, recall {_percent(nil['recall'])}, "
+                      f"F1 {_percent(nil['f1'])}")
     timing = report["timing"]
     console.print(f"{timing['mentions']:,} mentions in {timing['seconds']:.1f}s "
                   f"({timing['mentions_per_s'] or 0:,.0f} mentions/s)")

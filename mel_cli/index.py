@@ -294,7 +294,9 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
         f"({result['candidates']:,} candidates)")
     say(f"held-out R@1 {100 * before['R@1']:.1f} -> {100 * after['R@1']:.1f} ({after['mentions']:,} mentions; "
         f"gold among the candidates: {100 * after['gold_among_candidates']:.1f}); "
-        f"calibration error {before['calibration']['ece']:.3f} -> {after['calibration']['ece']:.3f}")
+        f"calibration error {before['calibration']['ece']:.3f} -> {after['calibration']['ece']:.3f} "
+        f"(a perfectly calibrated linker would show {after['calibration']['ece_if_calibrated']:.3f} "
+        f"on this many mentions)")
     for line in report.lines():
         say(line)
     if report_path:

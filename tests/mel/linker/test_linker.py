@@ -150,12 +150,16 @@ def test_eval_reports_calibration_and_nil_scores_for_the_linker(default_model, t
         data = json.loads(report.read_text())
         assert data["results"]["micro"]["mentions"] == 5
         if probabilities:
-            assert set(data["calibration"]) == {"ece", "bins"} and len(data["calibration"]["bins"]) == 10
+            assert set(data["calibration"]) == {"ece", "ece_if_calibrated", "bins"}
+            assert len(data["calibration"]["bins"]) == 10 and 0 < data["calibration"]["ece_if_calibrated"] < 1
             nil = data["nil"]
             assert nil["mentions"] == 5 and nil["not_in_kb"] == 1 and nil["threshold"] == 0.3
             assert 0 <= nil["precision"] <= 1 and nil["correct"] <= nil["linked"]
         else:
             assert data["calibration"] is None and data["nil"] is None
+    shown = run("eval", "jsonl", gold, "--index", index, "--min-prob", "0.3").output
+    assert "calibration error (ECE)" in shown and "a perfectly calibrated linker would show" in shown
+    assert "linked at probability >= 0.3:" in shown and "precision" in shown
 
 
 def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_path):
@@ -168,7 +172,7 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
     report = tmp_path / "tune.json"
     result = run("index", "tune", index, "--gold", gold, "--trees", "20", "--report", report, "-q")
     assert result.exit_code == 0, result.output
-    assert "held-out R@1" in result.stderr
+    assert "held-out R@1" in result.stderr and "a perfectly calibrated linker would show" in result.stderr
     manifest = json.loads((index / "manifest.json").read_text())
     assert manifest["reranker"]["gold"] == [str(gold)] and (index / "reranker.json").is_file()
     assert json.loads(report.read_text())["held_out"]["after"]["mentions"] == 6  # documents 4 and 9
