@@ -26,12 +26,12 @@ import numpy as np
 
 from mel import __version__
 from mel.artifacts import read_json, sha256_file, write_json
+from mel.confidence import Reliability
 from mel.damuel import is_damuel_part
 from mel.errors import InputError
 from mel.evaluation import (
     EvalDocument,
     EvalMention,
-    Reliability,
     SourceNotes,
     jsonl_documents,
     mewsli_documents,

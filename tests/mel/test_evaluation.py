@@ -445,38 +445,3 @@ def test_train_eval_sets_without_gold_mentions_say_why(tmp_path):
     gold.write_text('{"id": "a", "text": "Paris", "mentions": [{"start": 0, "end": 5, "qid": "Paris"}]}\n')
     with pytest.raises(InputError, match=r"no mentions with a gold QID \(skipped 1 \(.*not a Wikidata item id"):
         read_held_out(EvalSpec.parse(f"jsonl:{gold}"))
-
-
-def test_the_calibration_noise_floor_is_the_expected_ece_of_a_calibrated_linker():
-    from math import exp, lgamma, log
-
-    from mel.evaluation import EXACT_NOISE_MENTIONS, Reliability
-
-    one = Reliability()
-    one.add(np.array([0.9]), np.array([True]))
-    assert one.to_json()["ece_if_calibrated"] == pytest.approx(0.18)  # 0.9 * 0.1 + 0.1 * 0.9
-    two = Reliability()
-    two.add(np.array([0.5, 0.5]), np.array([True, False]))
-    assert two.to_json()["ece_if_calibrated"] == pytest.approx(0.25)  # 0, 1 or 2 right: 1/4 * 1/2 * 2
-    # A bin past EXACT_NOISE_MENTIONS takes the normal limit: close to the exact binomial expectation.
-    n, p = EXACT_NOISE_MENTIONS + 1000, 0.95
-    big = Reliability()
-    big.add(np.full(n, p), np.ones(n, dtype=bool))
-    assert big.held[9] is None
-    exact = sum(exp(lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) + k * log(p) + (n - k) * log(1 - p))
-                * abs(k / n - p) for k in range(n + 1))
-    assert big.to_json()["ece_if_calibrated"] == pytest.approx(exact, rel=0.02)
-    # On a few hundred mentions a calibrated linker's ECE is near the floor, a miscalibrated one's far above.
-    rng = np.random.default_rng(0)
-    probability = rng.beta(4, 1.5, 300)
-    floor = []
-    for _ in range(50):
-        calibrated = Reliability()
-        calibrated.add(probability, rng.random(300) < probability)
-        floor.append(calibrated.to_json())
-    measured = float(np.mean([f["ece"] for f in floor]))
-    assert 0.03 < floor[0]["ece_if_calibrated"] < 0.07
-    assert measured == pytest.approx(floor[0]["ece_if_calibrated"], rel=0.15)
-    overconfident = Reliability()
-    overconfident.add(probability, rng.random(300) < probability - 0.2)
-    assert overconfident.to_json()["ece"] > 2.5 * overconfident.to_json()["ece_if_calibrated"]
