@@ -91,7 +91,7 @@ def english_micro(sets: dict) -> dict:
 
 def documents_of(name: str):
     from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     if name == "sample":
         root, langs = resolve_mewsli(linker_data.gold_path(name), None)

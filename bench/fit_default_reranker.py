@@ -38,7 +38,7 @@ FOLDS = 5
 
 def documents(name: str):
     from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     if name == "sample":
         root, langs = resolve_mewsli(linker_data.gold_path(name), None)
@@ -86,7 +86,7 @@ def _rows_for(name: str, index: Path, work: Path):
     from mel.linker.ranker import open_linker
     from mel.model_cache import resolve_model
     from mel.retrieval import EncoderSettings
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
     from mel.tuning import collect_rows, concatenate
 
     docs = documents(name)

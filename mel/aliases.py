@@ -50,7 +50,8 @@ from mel.errors import ArtifactError, InputError
 from mel.kb import read_training_mentions
 from mel.qids import qid_to_int, qid_to_str
 from mel.records import KBEntity
-from mel.streams import SkipReport, is_stdio
+from mel.skips import SkipReport
+from mel.streams import is_stdio
 
 FORMAT = "mel.aliases.v1"
 MANIFEST_FILE = "manifest.json"

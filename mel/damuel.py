@@ -23,7 +23,8 @@ from pathlib import Path
 from mel.errors import InputError
 from mel.qids import is_qid, qid_to_int
 from mel.records import KBEntity, TrainingMention, is_int
-from mel.streams import BadLine, SkipReport, display_name, iter_lines, parse_json_object
+from mel.skips import SkipReport
+from mel.streams import BadLine, display_name, iter_lines, parse_json_object
 
 # A description keeps this many characters of a page's start: far more than
 # the 64 tokens the encoder reads, so the tokenizer, not this cut, truncates.

@@ -39,7 +39,8 @@ from mel.pipeline import run_stream
 from mel.qids import qid_to_int
 from mel.rankers import Ranker, Ranking
 from mel.records import MentionProblem
-from mel.streams import SkipReport, display_name, is_stdio
+from mel.skips import SkipReport
+from mel.streams import display_name, is_stdio
 
 REPORT_FORMAT = "mel.eval.v1"
 DEFAULT_KS = (1, 10, 100)

@@ -55,7 +55,7 @@ from mel.model_cache import resolve_model
 from mel.models import ModelFolder
 from mel.qids import qid_to_str
 from mel.retrieval import model_matches, recorded_identity
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 
 @dataclass(frozen=True)

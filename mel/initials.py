@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 
 from mel.aliases import AliasSettings, AliasTable, count_aliases, normalize_alias
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 # Words an acronym may skip ("FDA": Food and Drug Administration); names are loosely normalised.
 ACRONYM_SKIPS = frozenset(

@@ -28,7 +28,8 @@ from mel.damuel import (
 from mel.documents import BadRecord, read_documents
 from mel.errors import InputError, RecordError
 from mel.records import KBEntity, TrainingMention
-from mel.streams import SkipReport, display_name
+from mel.skips import SkipReport
+from mel.streams import display_name
 
 
 class JsonlKB:

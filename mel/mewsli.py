@@ -36,7 +36,8 @@ from mel.artifacts import sha256_file
 from mel.errors import InputError
 from mel.qids import is_qid
 from mel.records import Document, Mention, MentionProblem, MewsliMention, ProblemKind
-from mel.streams import UTF8_BOM, SkipReport
+from mel.skips import SkipReport
+from mel.streams import UTF8_BOM
 
 REQUIRED_MENTION_COLUMNS = ("docid", "position", "length", "mention", "qid")
 

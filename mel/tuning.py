@@ -46,7 +46,8 @@ from mel.linker.ranker import FusedLinker
 from mel.mentions import MentionSpan
 from mel.pipeline import run_stream
 from mel.qids import qid_to_int
-from mel.streams import SkipReport, display_name
+from mel.skips import SkipReport
+from mel.streams import display_name
 
 HELD_OUT_EVERY = 5  # document i is held out when i % 5 == 4
 MIN_PLATT_MENTIONS = 100

@@ -64,7 +64,7 @@ def build_cmd(sources, old_links, output, uncased, all_origins, top_k, langs, fo
     from mel.cli.errors import say
     from mel.cli.progress import spinner
     from mel.cli.reports import print_skip_report
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     sources = merge_renamed(sources, old_links, "--kb", "--links")
     if not sources:

@@ -205,7 +205,7 @@ def mewsli9_cmd(dataset, index_dir, aliases_dir, method, min_prob, langs, ks, re
     """
     from mel.cli.progress import eval_progress
     from mel.evaluation import run_mewsli_eval
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
     printed = len(ranker.notes)
@@ -239,7 +239,7 @@ def jsonl_cmd(input_path, index_dir, aliases_dir, method, min_prob, langs, ks, r
     """
     from mel.cli.progress import eval_progress
     from mel.evaluation import run_jsonl_eval
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     ranker = _open(method, index_dir, aliases_dir, encoder, exact, allow_model_mismatch, no_verify, report_path)
     printed = len(ranker.notes)

@@ -101,7 +101,7 @@ def build_cmd(kb, links, old_links, aliases, kinds, output, langs, target_lang, 
     from mel.indexes.settings import IndexSettings
     from mel.indexing import KBSelection, build_kb_index
     from mel.model_cache import resolve_model
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     links = merge_renamed(links, old_links, "--contexts", "--links")
     if not kinds and aliases and not kb and not links:
@@ -280,7 +280,7 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
     from mel.errors import InputError
     from mel.linker.ranker import FusedLinker
     from mel.methods import open_ranker
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
     from mel.tuning import FitSettings, tune_index
 
     linker = open_ranker("linker", index=index_dir, encoder=encoder, exact=exact, announce=note)

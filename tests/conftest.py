@@ -21,7 +21,7 @@ TINY_WORDS = ("the of and a to in is was for on that with as by at from city riv
 def name_table(folder: Path, names: list[tuple[str, int]]):
     """A KB name table (loosely normalised names -> QID numbers), as `mel index build` writes one."""
     from mel.aliases import AliasSettings, AliasTable, count_aliases
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     pairs = ((name, qid, "en") for name, qid in names)
     count_aliases(folder, pairs, AliasSettings(loose=True, all_origins=True), sources=[], report=SkipReport())

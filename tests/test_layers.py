@@ -17,7 +17,8 @@ FOLDERS = {"mel": "mel", "mel_cli": "mel.cli", "exporters": "mel.exporters", "in
 LAYERS = {
     # core: errors, artifacts, records and readers, streams, the model manifest, the QID codec, the runtime
     "mel": (0, "core"), "mel.errors": (0, "core"), "mel.artifacts": (0, "core"), "mel.records": (0, "core"),
-    "mel.streams": (0, "core"), "mel.models": (0, "core"), "mel.documents": (0, "core"), "mel.kb": (0, "core"),
+    "mel.streams": (0, "core"), "mel.skips": (0, "core"), "mel.models": (0, "core"), "mel.documents": (0, "core"),
+    "mel.kb": (0, "core"),
     "mel.mewsli": (0, "core"), "mel.runtime": (0, "core"), "mel.qids": (0, "core"), "mel.damuel": (0, "core"),
     "mel.kinds": (0, "core"),
     # artifacts with their own formats

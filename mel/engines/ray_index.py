@@ -31,7 +31,7 @@ from mel.indexing import KBSelection, build_tables, common_record, no_entries
 from mel.linker.folder import table_path, view_path
 from mel.model_cache import resolve_model
 from mel.retrieval import EncoderSettings
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 TABLES_ITEM = "tables"  # the item whose actor builds the name and alias tables
 

@@ -19,7 +19,7 @@ from mel.evaluation import EvalDocument, EvalSpec, evaluate, read_gold
 from mel.indexes.searcher import Index
 from mel.mentions import MentionSpan, MentionTokenizer
 from mel.rankers import Ranking
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 from mel.training.kb_store import pad_rows
 
 KS = (1, 10)

@@ -33,7 +33,7 @@ from mel.indexes.store import GrowingNpy, load_npy
 from mel.kb import read_kb
 from mel.mentions import MentionTokenizer
 from mel.qids import QID_DTYPE
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 KB_FORMAT = "mel.train.kb.v1"
 TOKEN_DTYPE = np.dtype("<i4")

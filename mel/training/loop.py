@@ -32,7 +32,7 @@ from mel.errors import InputError
 from mel.exporters.model_folder import write_model_folder
 from mel.indexes.searcher import Index
 from mel.models import MANIFEST_NAME
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 from mel.training.batches import RoundBatches
 from mel.training.checkpoints import (
     TrainerState,

@@ -30,7 +30,7 @@ from mel.indexes.store import GrowingNpy, load_npy
 from mel.mentions import MentionSpan, MentionTokenizer
 from mel.qids import qid_to_int
 from mel.records import TrainingMention
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 from mel.training.kb_store import LENGTH_DTYPE, QID_DTYPE, TOKEN_DTYPE, pad_rows
 from mel.training.mining import MiningStats, NegativeMiner
 

@@ -13,7 +13,7 @@ from mel.aliases import AliasSettings, AliasTable, build_alias_table, normalize_
 from mel.cli import main
 from mel.errors import ArtifactError, InputError
 from mel.records import KBEntity
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 DATA = "tests/data"
 

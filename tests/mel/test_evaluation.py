@@ -193,7 +193,7 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
     assert [note for note in report["notes"] if "could not be linked" not in note] == []
 
     from mel.evaluation import SourceNotes, mewsli_documents
-    from mel.streams import SkipReport
+    from mel.skips import SkipReport
 
     docs = tmp_path / "docs.jsonl"
     read = mewsli_documents(mewsli, ["de", "es"], report=SkipReport(), notes=SourceNotes())

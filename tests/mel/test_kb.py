@@ -16,7 +16,8 @@ from mel.damuel import (
 from mel.errors import InputError
 from mel.kb import JsonlKB, open_kb, read_kb, read_training_mentions, training_mentions_from_documents
 from mel.records import KBEntity, TrainingMention
-from mel.streams import JsonlWriter, SkipReport
+from mel.skips import SkipReport
+from mel.streams import JsonlWriter
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DAMUEL_ES = DATA / "damuel" / "es"

@@ -16,7 +16,7 @@ from mel.mewsli import (
     read_mentions_tsv,
 )
 from mel.records import MewsliMention, ProblemKind
-from mel.streams import SkipReport
+from mel.skips import SkipReport
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MEWSLI = DATA / "mewsli"
