@@ -16,6 +16,8 @@ On disk (format mel.aliases.v1), plain files, no pickle:
     qids.npy            int64 QID numbers, per alias by count (desc), then QID
     counts.npy          int64 link counts, parallel to qids.npy
     qid_set.npy         int64 sorted distinct QIDs (the table's "KB", for upper bounds)
+    link_sketch.npy     uint64 fingerprints of the training links (a sample; mel.link_sketch);
+                        tables counted from training links only
 
 Opening maps the arrays and reads the string blob: no per-alias Python
 objects, so a table of millions of aliases opens in well under a second, and
@@ -48,6 +50,7 @@ from mel.artifacts import atomic_folder, command_line, read_json, sha256_file, t
 from mel.damuel import WIKI_ORIGINS, find_damuel_parts
 from mel.errors import ArtifactError, InputError
 from mel.kb import read_training_mentions
+from mel.link_sketch import SKETCH_FILE, LinkSketch, SketchBuilder, mention_fingerprint
 from mel.qids import qid_to_int, qid_to_str
 from mel.records import KBEntity
 from mel.skips import SkipReport
@@ -248,6 +251,16 @@ class AliasTable:
             self._totals = totals
         return self._totals
 
+    def link_sketch(self) -> LinkSketch | None:
+        """The fingerprints of the training links the table was counted from (None: a table of
+        other pairs, or one built by an earlier mel)."""
+        record = self.manifest.get("link_sketch")
+        if record is None:
+            return None
+        if not isinstance(record, dict):
+            raise ArtifactError(f"{self.folder / MANIFEST_FILE}: link_sketch is not an object")
+        return LinkSketch.open(self.folder, record)
+
     def describe(self) -> dict:
         return {"path": str(self.folder), "manifest_sha256": self.checksum, "settings": self.manifest["settings"],
                 "counts": self.manifest["counts"], "languages": self.languages}
@@ -336,9 +349,17 @@ def build_alias_table(out: str | os.PathLike, sources: Sequence[str], settings: 
     report = report if report is not None else SkipReport()
     origins = None if settings.all_origins else WIKI_ORIGINS
     mentions = read_training_mentions(list(sources), langs=settings.langs, origins=origins, report=report)
-    pairs = ((m.mention, qid_to_int(m.qid), m.lang or "und") for m in mentions)
-    return count_aliases(out, pairs, settings, sources=_source_records(sources, settings.langs), report=report,
-                         force=force, flush_pairs=flush_pairs, progress=progress, what="training mentions")
+    sketch = SketchBuilder()
+
+    def pairs() -> Iterator[tuple[str, int, str]]:
+        for m in mentions:
+            qid = qid_to_int(m.qid)
+            sketch.add(mention_fingerprint(m.text, m.start, m.end, qid))
+            yield m.mention, qid, m.lang or "und"
+
+    return count_aliases(out, pairs(), settings, sources=_source_records(sources, settings.langs), report=report,
+                         force=force, flush_pairs=flush_pairs, progress=progress, what="training mentions",
+                         sketch=sketch)
 
 
 def build_name_table(out: str | os.PathLike, entities: Iterable[KBEntity], *, source: dict,
@@ -363,9 +384,11 @@ def build_name_table(out: str | os.PathLike, entities: Iterable[KBEntity], *, so
 
 def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]], settings: AliasSettings, *,
                   sources: list[dict], report: SkipReport, force: bool = False, flush_pairs: int = 2_000_000,
-                  progress: Callable[[int], None] | None = None, what: str = "pairs", empty_ok: bool = False) -> dict:
+                  progress: Callable[[int], None] | None = None, what: str = "pairs", empty_ok: bool = False,
+                  sketch: SketchBuilder | None = None) -> dict:
     """Count (alias, QID number, language) items per (normalised alias, QID) into a table at `out`
-    (with `empty_ok`, an empty table when there are none)."""
+    (with `empty_ok`, an empty table when there are none); `sketch`, filled while `pairs` is read,
+    is written into the table (the training links' fingerprints, mel.link_sketch)."""
     if settings.top_k < 1:
         raise InputError("--top-k must be at least 1")
     stats = AliasBuildStats()
@@ -401,6 +424,11 @@ def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]],
         for path in runs:
             path.unlink()
         spill_dir.rmdir()
+        files = [BLOB_FILE, *DATA_FILES, *INVERSE_FILES]
+        sketch_record = None
+        if sketch is not None:
+            sketch_record = sketch.write(tmp)
+            files.append(SKETCH_FILE)
         manifest = {
             "format": FORMAT,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -415,8 +443,10 @@ def count_aliases(out: str | os.PathLike, pairs: Iterable[tuple[str, int, str]],
                        "mentions_by_language": dict(sorted(languages.items()))},
             "skipped": report.to_json(),
             "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
-                      for name in (BLOB_FILE, *DATA_FILES, *INVERSE_FILES)},
+                      for name in files},
         }
+        if sketch_record is not None:
+            manifest["link_sketch"] = sketch_record
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
 

@@ -39,6 +39,7 @@ from mel.evaluation import (
 )
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
+from mel.link_sketch import LinkOverlap, mention_fingerprint
 from mel.linker.features import COLUMN, FEATURES, first_rows
 from mel.linker.folder import RERANKER_FILE
 from mel.linker.model import Calibration, Reranker, Tree, calibrated, softmax_probabilities
@@ -52,6 +53,9 @@ from mel.streams import display_name
 HELD_OUT_EVERY = 5  # document i is held out when i % 5 == 4
 MIN_PLATT_MENTIONS = 100
 HARD_RANK = 5  # a negative this near the top of a view is a hard one
+# Gold with this share of its mentions among the index's training links is refused: tuned on
+# their own counts and contexts, the reranker collapses on new text (mel.link_sketch).
+MAX_LINK_OVERLAP = 0.01
 
 
 @dataclass
@@ -371,6 +375,14 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     for path, documents in sets:
         if not any(m.span is not None for document in documents for m in document.mentions):
             raise InputError(f"{display_name(path)}: no linkable gold mentions to tune on{report.why()}")
+        overlap = links_overlap(linker, documents)
+        if overlap is not None and overlap.share >= MAX_LINK_OVERLAP:
+            raise InputError(
+                f"{display_name(path)}: {100 * overlap.share:.0f}% of its gold mentions ({overlap.found:,} of "
+                f"{overlap.checked:,} checked) are training links of {index} (its --links): their own alias counts "
+                "and contexts would teach the reranker to trust what new text never has; tune on gold documents "
+                "the index was not built from (hold them out of --links)")
+    in_links = [links_overlap(linker, documents) for _, documents in sets]
     offset, parts = 0, []
     for _, documents in sets:
         parts.append(collect_rows(linker, documents, doc_offset=offset))
@@ -384,7 +396,21 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     write_reranker(Path(index), final)
     return {"index": str(index), "gold": [str(p) for p in gold], "documents": offset, "mentions": rows.mentions,
             "candidates": int(len(rows.y)), "held_out": {"before": before, "after": after},
+            "in_training_links": None if in_links[0] is None else {
+                "checked": sum(o.checked for o in in_links if o), "found": sum(o.found for o in in_links if o)},
             "skipped": report.to_json()}
+
+
+def links_overlap(linker: FusedLinker, documents: Sequence[EvalDocument]) -> LinkOverlap | None:
+    """How many of the documents' gold mentions are training links of the linker's alias table
+    (None: the index has no table of training links to compare with)."""
+    table = linker.aliases
+    sketch = table.link_sketch() if table is not None else None
+    if sketch is None:
+        return None
+    fingerprints = [mention_fingerprint(m.span.text, m.span.start, m.span.end, m.gold)
+                    for document in documents for m in document.mentions if m.span is not None]
+    return sketch.overlap(np.array(fingerprints, dtype=np.uint64))
 
 
 def write_reranker(index: Path, reranker: Reranker) -> None:

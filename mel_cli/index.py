@@ -267,8 +267,9 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
     their features are computed; one document in five is held out to measure
     R@1 before and after and the calibration (expected calibration error);
     then the reranker is fitted on all of them and written into the index
-    (reranker.json, checksummed in its manifest). Needs scikit-learn:
-    pip install 'mel[tune]'.
+    (reranker.json, checksummed in its manifest). Gold that is 1% or more the
+    index's own training links (--links at build) is refused: tune on documents
+    held out of --links. Needs scikit-learn: pip install 'mel[tune]'.
 
     \b
     Example:
@@ -297,6 +298,10 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
         f"calibration error {before['calibration']['ece']:.3f} -> {after['calibration']['ece']:.3f} "
         f"(a perfectly calibrated linker would show {after['calibration']['ece_if_calibrated']:.3f} "
         f"on this many mentions)")
+    in_links = result["in_training_links"]
+    if in_links and in_links["found"]:
+        note(f"{in_links['found']:,} of {in_links['checked']:,} gold mentions checked are also training links of "
+             f"{index_dir} (--links): in-sample, too few to refuse")
     for line in report.lines():
         say(line)
     if report_path:

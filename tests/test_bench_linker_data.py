@@ -1,5 +1,6 @@
-"""The dev-set benches (bench/bench_linker.py, bench_document_evidence.py, fit_default_reranker.py):
-the leave-one-set-out folds they share, and a clean skip where the dev sets are absent (CI has none)."""
+"""The dev-set benches (bench/bench_linker.py, bench_document_evidence.py, fit_default_reranker.py,
+bench_own_links.py): the leave-one-set-out folds they share, the links / tune / test split, and a
+clean skip where the dev sets are absent (CI has none)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,24 @@ def test_equal_set_weights_give_each_set_the_same_total():
     assert len(weights) == 4 and abs(sum(weights[:3]) - weights[3]) < 1e-12 and abs(sum(weights) - 4) < 1e-12
 
 
-@pytest.mark.parametrize("bench", ["bench_linker.py", "bench_document_evidence.py", "fit_default_reranker.py"])
+def test_own_links_splits_documents_into_disjoint_links_tune_and_test(tmp_path, monkeypatch):
+    import bench_own_links
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(f'{{"id": "d{i}"}}\n' for i in range(60)), encoding="utf-8")
+    monkeypatch.setattr(linker_data, "gold_path", lambda name: docs)
+    parts = bench_own_links.split("any", tmp_path / "split")
+    assert parts is not None
+    lines = {part: path.read_text(encoding="utf-8").splitlines() for part, path in parts.items()}
+    assert [len(lines[p]) for p in ("links", "tune", "test")] == [36, 12, 12]
+    assert sorted(sum(lines.values(), [])) == sorted(docs.read_text(encoding="utf-8").splitlines())
+    assert lines["test"][0] == '{"id": "d4"}' and lines["tune"][0] == '{"id": "d3"}'
+    docs.write_text('{"id": "d0"}\n' * (bench_own_links.MIN_DOCUMENTS - 1), encoding="utf-8")
+    assert bench_own_links.split("any", tmp_path / "small") is None
+
+
+@pytest.mark.parametrize("bench", ["bench_linker.py", "bench_document_evidence.py", "fit_default_reranker.py",
+                                   "bench_own_links.py"])
 def test_the_dev_set_benches_skip_without_the_dev_sets(tmp_path, bench):
     env = {**os.environ, "MEL_EL_DEV": str(tmp_path / "absent")}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--work",

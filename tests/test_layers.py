@@ -23,7 +23,7 @@ LAYERS = {
     "mel.kinds": (0, "core"),
     # artifacts with their own formats
     "mel.indexes": (1, "indexes"), "mel.exporters": (1, "exporters"), "mel.aliases": (1, "aliases"),
-    "mel.initials": (1, "aliases"),
+    "mel.initials": (1, "aliases"), "mel.link_sketch": (1, "aliases"),
     # encoding, retrieval, ranking
     "mel.encoding": (2, "stages"), "mel.mentions": (2, "stages"), "mel.pronouns": (2, "stages"),
     "mel.retrieval": (2, "stages"),

@@ -55,7 +55,8 @@ def test_counts_per_alias_and_qid_from_damuel_wiki_links(tmp_path):
     assert manifest["settings"]["cased"] is True and manifest["settings"]["origins"] == ["wiki"]
     assert set(manifest["files"]) == {"aliases.utf8", "alias_offsets.npy", "pair_offsets.npy", "qids.npy",
                                       "counts.npy", "qid_set.npy", "qid_alias_offsets.npy",
-                                      "qid_alias_rows.npy"}
+                                      "qid_alias_rows.npy", "link_sketch.npy"}
+    assert manifest["link_sketch"]["mentions"] == 5  # the wiki-origin links counted, each fingerprinted
     assert list(table.contains(np.array([90, 142, 183, 1471, 64]))) == [True, True, True, True, False]
 
     everything = build_alias_table(tmp_path / "all", [f"{DATA}/damuel/es"], AliasSettings(all_origins=True))

@@ -184,6 +184,47 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
     assert tampered.exit_code == 1 and "reranker.json: missing or changed" in tampered.stderr
 
 
+def test_tune_refuses_gold_that_is_the_index_own_training_links(default_model, tmp_path):
+    kb = [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS]
+
+    def story(i: int, prefix: str = "Story") -> dict:
+        return doc(f"{prefix}{i}", f"{prefix} {i}: France and Germany met in Paris.", ("France", "Q142"),
+                   ("Germany", "Q183"), ("Paris", "Q90"))
+
+    links = write_jsonl(tmp_path / "links.jsonl", [story(i) for i in range(10)])
+    index = build(tmp_path, "own", kb, "--links", links)
+    # The same documents, and a copy that holds one of them among new ones: both refused, nothing written.
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [story(3)] + [story(i, "Report") for i in range(9)])
+    for gold, found, checked in ((links, 30, 30), (mixed, 3, 30)):
+        result = run("index", "tune", index, "--gold", gold, "--trees", "10", "-q")
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"mel: error: {gold}: {round(100 * found / checked)}% of its gold mentions "
+                               f"({found} of {checked} checked) are training links of {index} (its --links)")
+        assert not (index / "reranker.json").exists()
+    # Gold held out of the links is tuned on, and the report says none of it was in them.
+    held_out = write_jsonl(tmp_path / "held-out.jsonl", [story(i, "Report") for i in range(10)])
+    report = tmp_path / "tune.json"
+    result = run("index", "tune", index, "--gold", held_out, "--trees", "10", "--report", report, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["in_training_links"] == {"checked": 30, "found": 0}
+    # One mention in 101 (under 1%) is tuned on, with a note.
+    one = doc("Story3", "Story 3: France and Germany met in Paris.", ("France", "Q142"))
+    few = write_jsonl(tmp_path / "few.jsonl", [one] + [doc(f"n{i}", f"Note {i}: Germany.", ("Germany", "Q183"))
+                                                       for i in range(100)])
+    result = run("index", "tune", index, "--gold", few, "--trees", "10", "-q")
+    assert result.exit_code == 0, result.output
+    assert "mel: note: 1 of 101 gold mentions checked are also training links" in result.stderr
+
+
+def test_tune_refuses_damuel_links_the_index_was_built_from(default_model, tmp_path):
+    damuel = Path(__file__).parents[2] / "data" / "damuel" / "es"
+    index = tmp_path / "damuel"
+    assert run("index", "build", "--kb", damuel, "--links", damuel, "-o", index, "-q").exit_code == 0
+    result = run("index", "tune", index, "--gold", damuel, "--trees", "10", "-q")
+    assert result.exit_code == 1 and "% of its gold mentions" in result.stderr and "(its --links)" in result.stderr
+
+
 def test_an_older_single_view_index_still_links(default_model, tmp_path):
     index = build(tmp_path, "old", [entity("Q142", "France"), *DISTRACTORS], "--kinds", "label")
     view = index / "views" / "string"  # a mel.index.v1 folder, as older mel versions wrote them

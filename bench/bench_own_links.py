@@ -1,0 +1,109 @@
+"""The linker with training links and gold from the corpus itself, kept apart.
+
+    python bench/bench_own_links.py [--work /tmp/mel-bench-linker]
+
+Reads ../shared/data/el-dev (not in the repo; skipped cleanly without it). The dev sets of
+at least 50 documents are split by document (the i-th document by i mod 5): three fifths
+are training links, one fifth gold to tune on, one fifth the test. On the test documents,
+micro R@1 (and the linker's ECE) of:
+
+- `labels` and the untuned linker on an index of the set's KB alone (as bench/bench_linker.py);
+- the untuned linker on an index built with the links (`mel index build --kb KB --links
+  links.jsonl`: alias table with P(entity | alias), and the links' contexts as entries);
+- that index tuned on the tune fifth (`mel index tune IDX --gold tune.jsonl`).
+
+It also checks that tuning the index on its own links is refused (their alias counts and
+contexts would be the mentions' own). Figures go to bench/results/own_links.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_linker  # noqa: E402
+import linker_data  # noqa: E402
+
+RESULTS = linker_data.ROOT / "bench" / "results" / "own_links.json"
+MIN_DOCUMENTS = 50  # the tune fifth needs five documents at least; fewer than 10 make a poor fit
+PARTS = {"links": (0, 1, 2), "tune": (3,), "test": (4,)}
+
+
+def split(name: str, folder: Path) -> dict[str, Path] | None:
+    lines = [line for line in linker_data.gold_path(name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) < MIN_DOCUMENTS:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for part, remainders in PARTS.items():
+        out[part] = folder / f"{part}.jsonl"
+        out[part].write_text("".join(line + "\n" for i, line in enumerate(lines) if i % 5 in remainders),
+                             encoding="utf-8")
+    return out
+
+
+def run_cli(*args: str):
+    from click.testing import CliRunner
+
+    from mel.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def main() -> int:
+    parser = linker_data.bench_parser(__doc__)
+    args = parser.parse_args()
+    work = linker_data.work_folder(args)
+    if work is None:
+        return 0
+    results: dict = {"command": "python bench/bench_own_links.py",
+                     "split": "document i: links when i mod 5 is 0, 1 or 2; tune when 3; test when 4", "sets": {}}
+    for name in [*linker_data.ENGLISH, *linker_data.MULTILINGUAL]:
+        folder = work / "own-links" / name
+        parts = split(name, folder)
+        if parts is None:
+            print(f"{name:26s} skipped: fewer than {MIN_DOCUMENTS} documents", flush=True)
+            continue
+        kb = linker_data.kb_path(name)
+        plain = linker_data.build(kb, work / f"index-{name}")
+        with_links = folder / "index-links"
+        if not (with_links / "manifest.json").is_file():
+            built = run_cli("index", "build", "--kb", str(kb), "--links", str(parts["links"]), "-o", str(with_links),
+                            "--force", "-q")
+            if built.exit_code != 0:
+                raise SystemExit(f"index build failed for {name}: {built.output}")
+        refused = run_cli("index", "tune", str(with_links), "--gold", str(parts["links"]), "-q")
+        tuned = folder / "index-links-tuned"
+        shutil.rmtree(tuned, ignore_errors=True)
+        shutil.copytree(with_links, tuned)
+        tune = run_cli("index", "tune", str(tuned), "--gold", str(parts["tune"]), "--report", str(folder / "tune.json"),
+                       "-q")
+        if tune.exit_code != 0:
+            raise SystemExit(f"index tune failed for {name}: {tune.output}")
+        test = parts["test"]
+        entry = {
+            "documents": {part: sum(1 for _ in path.open(encoding="utf-8")) for part, path in parts.items()},
+            "labels": bench_linker.evaluate("labels", test, plain, folder, "plain"),
+            "linker_kb_only": bench_linker.evaluate("linker", test, plain, folder, "plain"),
+            "linker_with_links": bench_linker.evaluate("linker", test, with_links, folder, "links"),
+            "linker_with_links_tuned": bench_linker.evaluate("linker", test, tuned, folder, "tuned"),
+            "tune_on_the_links_refused": refused.exit_code == 1 and "(its --links)" in refused.stderr,
+        }
+        results["sets"][name] = entry
+        print(f"{name:26s} test {entry['labels']['mentions']:5d} mentions: labels {100 * entry['labels']['R@1']:5.1f}"
+              f"  linker {100 * entry['linker_kb_only']['R@1']:5.1f}  with links "
+              f"{100 * entry['linker_with_links']['R@1']:5.1f} (ECE {entry['linker_with_links']['ece']:.3f})  "
+              f"tuned {100 * entry['linker_with_links_tuned']['R@1']:5.1f} "
+              f"(ECE {entry['linker_with_links_tuned']['ece']:.3f})  tuning on the links refused: "
+              f"{entry['tune_on_the_links_refused']}", flush=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
