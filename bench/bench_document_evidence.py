@@ -151,9 +151,7 @@ def coref_longer_figures(rows, reranker) -> dict:
 
 
 def main() -> int:
-    parser = linker_data.bench_parser(__doc__)
-    args = parser.parse_args()
-    work = linker_data.work_folder(args)
+    work = linker_data.work_from_command_line(__doc__)
     if work is None:
         return 0
     from mel.tuning import measure

@@ -35,21 +35,11 @@ import linker_data  # noqa: E402
 RESULTS = linker_data.ROOT / "bench" / "results" / "linker.json"
 
 
-def cli(*args: str) -> None:
-    from click.testing import CliRunner
-
-    from mel.cli import main
-
-    result = CliRunner().invoke(main, list(args))
-    if result.exit_code not in (0, 3):
-        raise SystemExit(f"mel {' '.join(args)} failed: {result.output}")
-
-
 def evaluate(method: str, gold: Path, index: Path, work: Path, tag: str) -> dict:
     report = work / f"report-{tag}-{method}.json"
     kind = "mewsli9" if gold.is_dir() else "jsonl"
-    cli("eval", kind, str(gold), "--index", str(index), "--method", method, "--k", "1,10", "--report", str(report),
-        "-q")
+    linker_data.cli("eval", kind, gold, "--index", index, "--method", method, "--k", "1,10", "--report", report, "-q",
+                    expect=(0, 3))
     data = json.loads(report.read_text())
     micro = data["results"]["micro"]
     out = {"mentions": micro["mentions"], "R@1": round(micro["R@1"], 4), "R@10": round(micro["R@10"], 4)}
@@ -110,8 +100,8 @@ def speed(index: Path, gold: Path, work: Path, docs: int) -> dict:
         best = None
         for _ in range(2):
             started = time.perf_counter()
-            cli("link", str(sample), "--index", str(index), "--method", method, "-o", str(work / "speed-out.jsonl"),
-                "-q")
+            linker_data.cli("link", sample, "--index", index, "--method", method, "-o", work / "speed-out.jsonl", "-q",
+                            expect=(0, 3))
             seconds = time.perf_counter() - started
             best = seconds if best is None else min(best, seconds)
         out[method] = {"seconds": round(best, 2), "mentions_per_s": round(mentions / best, 1)}

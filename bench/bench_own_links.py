@@ -46,18 +46,8 @@ def split(name: str, folder: Path) -> dict[str, Path] | None:
     return out
 
 
-def run_cli(*args: str):
-    from click.testing import CliRunner
-
-    from mel.cli import main
-
-    return CliRunner().invoke(main, list(args))
-
-
 def main() -> int:
-    parser = linker_data.bench_parser(__doc__)
-    args = parser.parse_args()
-    work = linker_data.work_folder(args)
+    work = linker_data.work_from_command_line(__doc__)
     if work is None:
         return 0
     results: dict = {"command": "python bench/bench_own_links.py",
@@ -70,20 +60,12 @@ def main() -> int:
             continue
         kb = linker_data.kb_path(name)
         plain = linker_data.build(kb, work / f"index-{name}")
-        with_links = folder / "index-links"
-        if not (with_links / "manifest.json").is_file():
-            built = run_cli("index", "build", "--kb", str(kb), "--links", str(parts["links"]), "-o", str(with_links),
-                            "--force", "-q")
-            if built.exit_code != 0:
-                raise SystemExit(f"index build failed for {name}: {built.output}")
-        refused = run_cli("index", "tune", str(with_links), "--gold", str(parts["links"]), "-q")
+        with_links = linker_data.build(kb, folder / "index-links", links=parts["links"])
+        refused = linker_data.cli("index", "tune", with_links, "--gold", parts["links"], "-q", expect=(1,))
         tuned = folder / "index-links-tuned"
         shutil.rmtree(tuned, ignore_errors=True)
         shutil.copytree(with_links, tuned)
-        tune = run_cli("index", "tune", str(tuned), "--gold", str(parts["tune"]), "--report", str(folder / "tune.json"),
-                       "-q")
-        if tune.exit_code != 0:
-            raise SystemExit(f"index tune failed for {name}: {tune.output}")
+        linker_data.cli("index", "tune", tuned, "--gold", parts["tune"], "--report", folder / "tune.json", "-q")
         test = parts["test"]
         entry = {
             "documents": {part: sum(1 for _ in path.open(encoding="utf-8")) for part, path in parts.items()},
@@ -91,7 +73,7 @@ def main() -> int:
             "linker_kb_only": bench_linker.evaluate("linker", test, plain, folder, "plain"),
             "linker_with_links": bench_linker.evaluate("linker", test, with_links, folder, "links"),
             "linker_with_links_tuned": bench_linker.evaluate("linker", test, tuned, folder, "tuned"),
-            "tune_on_the_links_refused": refused.exit_code == 1 and "(its --links)" in refused.stderr,
+            "tune_on_the_links_refused": "(its --links)" in refused.stderr,
         }
         results["sets"][name] = entry
         print(f"{name:26s} test {entry['labels']['mentions']:5d} mentions: labels {100 * entry['labels']['R@1']:5.1f}"

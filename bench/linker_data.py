@@ -57,18 +57,23 @@ def union_kb(work: Path) -> Path:
     return out
 
 
-def build(kb: Path, folder: Path, kinds: str = "label,description") -> Path:
-    """A linker index of `kb` with the default model (built once; reused when there)."""
+def cli(*args: str, expect: tuple[int, ...] = (0,)):
+    """`mel ARGS` in this process; stops the bench unless it exits with one of `expect`."""
     from click.testing import CliRunner
 
     from mel.cli import main
 
-    if (folder / "manifest.json").is_file():
-        return folder
-    result = CliRunner().invoke(main, ["index", "build", "--kb", str(kb), "--kinds", kinds, "-o", str(folder),
-                                       "--force", "-q"])
-    if result.exit_code != 0:
-        raise SystemExit(f"index build failed for {kb}: {result.output}")
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exit_code not in expect:
+        raise SystemExit(f"mel {' '.join(map(str, args))} failed: {result.output}")
+    return result
+
+
+def build(kb: Path, folder: Path, kinds: str = "label,description", links: Path | None = None) -> Path:
+    """A linker index of `kb` (and training `links`) with the default model (built once; reused when there)."""
+    if not (folder / "manifest.json").is_file():
+        cli("index", "build", "--kb", kb, "--kinds", kinds if links is None else f"{kinds},context",
+            *(("--links", links) if links is not None else ()), "-o", folder, "--force", "-q")
     return folder
 
 
@@ -108,6 +113,11 @@ def bench_parser(doc: str):
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--work", default="/tmp/mel-bench-linker")
     return parser
+
+
+def work_from_command_line(doc: str) -> Path | None:
+    """For a bench whose only option is --work: its work folder, or None where it skips."""
+    return work_folder(bench_parser(doc).parse_args())
 
 
 def work_folder(args) -> Path | None:

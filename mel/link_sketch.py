@@ -81,10 +81,6 @@ class LinkOverlap:
         """The estimated share of the mentions that are training links."""
         return self.found / self.checked if self.checked else 0.0
 
-    def to_json(self) -> dict:
-        return {"mentions": self.mentions, "checked": self.checked, "found": self.found,
-                "share": round(self.share, 4)}
-
 
 class LinkSketch:
     """A table's sketch, checked on opening: sorted distinct uint64, at most its capacity."""

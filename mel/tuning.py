@@ -372,17 +372,21 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     """Fit the reranker and calibration of `index` on `gold`, write them into it, and say how it went."""
     report = report if report is not None else SkipReport()
     sets = [(path, gold_documents(path, report)) for path in gold]
+    sketch = linker.aliases.link_sketch() if linker.aliases is not None else None
+    in_links: list[LinkOverlap] = []
     for path, documents in sets:
         if not any(m.span is not None for document in documents for m in document.mentions):
             raise InputError(f"{display_name(path)}: no linkable gold mentions to tune on{report.why()}")
-        overlap = links_overlap(linker, documents)
-        if overlap is not None and overlap.share >= MAX_LINK_OVERLAP:
+        if sketch is None:
+            continue
+        overlap = sketch.overlap(gold_fingerprints(documents))
+        in_links.append(overlap)
+        if overlap.share >= MAX_LINK_OVERLAP:
             raise InputError(
                 f"{display_name(path)}: {100 * overlap.share:.0f}% of its gold mentions ({overlap.found:,} of "
                 f"{overlap.checked:,} checked) are training links of {index} (its --links): their own alias counts "
                 "and contexts would teach the reranker to trust what new text never has; tune on gold documents "
                 "the index was not built from (hold them out of --links)")
-    in_links = [links_overlap(linker, documents) for _, documents in sets]
     offset, parts = 0, []
     for _, documents in sets:
         parts.append(collect_rows(linker, documents, doc_offset=offset))
@@ -396,21 +400,16 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     write_reranker(Path(index), final)
     return {"index": str(index), "gold": [str(p) for p in gold], "documents": offset, "mentions": rows.mentions,
             "candidates": int(len(rows.y)), "held_out": {"before": before, "after": after},
-            "in_training_links": None if in_links[0] is None else {
-                "checked": sum(o.checked for o in in_links if o), "found": sum(o.found for o in in_links if o)},
+            "in_training_links": None if sketch is None else {
+                "checked": sum(o.checked for o in in_links), "found": sum(o.found for o in in_links)},
             "skipped": report.to_json()}
 
 
-def links_overlap(linker: FusedLinker, documents: Sequence[EvalDocument]) -> LinkOverlap | None:
-    """How many of the documents' gold mentions are training links of the linker's alias table
-    (None: the index has no table of training links to compare with)."""
-    table = linker.aliases
-    sketch = table.link_sketch() if table is not None else None
-    if sketch is None:
-        return None
-    fingerprints = [mention_fingerprint(m.span.text, m.span.start, m.span.end, m.gold)
-                    for document in documents for m in document.mentions if m.span is not None]
-    return sketch.overlap(np.array(fingerprints, dtype=np.uint64))
+def gold_fingerprints(documents: Sequence[EvalDocument]) -> np.ndarray:
+    """The link fingerprints (mel.link_sketch) of the documents' linkable gold mentions, to compare
+    with the training links of the index's alias table."""
+    return np.array([mention_fingerprint(m.span.text, m.span.start, m.span.end, m.gold)
+                     for document in documents for m in document.mentions if m.span is not None], dtype=np.uint64)
 
 
 def write_reranker(index: Path, reranker: Reranker) -> None:
