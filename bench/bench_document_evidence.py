@@ -105,7 +105,7 @@ def reranker_pass(collected: dict, groups: dict, inputs: dict, names: list[str])
     reranker fitted on the other sets' rows made the same way)."""
     import numpy as np
 
-    from mel.tuning import FitSettings, _fit_trees, concatenate
+    from mel.fitting import FitSettings, _fit_trees, concatenate
 
     settings = FitSettings()
     out = {}
@@ -154,7 +154,7 @@ def main() -> int:
     work = linker_data.work_from_command_line(__doc__)
     if work is None:
         return 0
-    from mel.tuning import measure
+    from mel.fitting import measure
 
     names = [*linker_data.ENGLISH, *linker_data.MULTILINGUAL, "sample"]
     documents, collected, inputs = collect(names, work)

@@ -10,7 +10,8 @@ micro R@1 (and the linker's ECE) of:
 - `labels` and the untuned linker on an index of the set's KB alone (as bench/bench_linker.py);
 - the untuned linker on an index built with the links (`mel index build --kb KB --links
   links.jsonl`: alias table with P(entity | alias), and the links' contexts as entries);
-- that index tuned on the tune fifth (`mel index tune IDX --gold tune.jsonl`).
+- that index tuned on the tune fifth (`mel index tune IDX --gold tune.jsonl --refit R`), with
+  each refit: auto (the default; which one it chose is recorded), new trees, calibration only.
 
 It also checks that tuning the index on its own links is refused (their alias counts and
 contexts would be the mentions' own). Figures go to bench/results/own_links.json.
@@ -31,6 +32,7 @@ import linker_data  # noqa: E402
 RESULTS = linker_data.ROOT / "bench" / "results" / "own_links.json"
 MIN_DOCUMENTS = 50  # the tune fifth needs five documents at least; fewer than 10 make a poor fit
 PARTS = {"links": (0, 1, 2), "tune": (3,), "test": (4,)}
+REFITS = ("auto", "trees", "calibration")  # mel index tune --refit
 
 
 def split(name: str, folder: Path) -> dict[str, Path] | None:
@@ -62,25 +64,33 @@ def main() -> int:
         plain = linker_data.build(kb, work / f"index-{name}")
         with_links = linker_data.build(kb, folder / "index-links", links=parts["links"])
         refused = linker_data.cli("index", "tune", with_links, "--gold", parts["links"], "-q", expect=(1,))
-        tuned = folder / "index-links-tuned"
-        shutil.rmtree(tuned, ignore_errors=True)
-        shutil.copytree(with_links, tuned)
-        linker_data.cli("index", "tune", tuned, "--gold", parts["tune"], "--report", folder / "tune.json", "-q")
         test = parts["test"]
         entry = {
             "documents": {part: sum(1 for _ in path.open(encoding="utf-8")) for part, path in parts.items()},
             "labels": bench_linker.evaluate("labels", test, plain, folder, "plain"),
             "linker_kb_only": bench_linker.evaluate("linker", test, plain, folder, "plain"),
             "linker_with_links": bench_linker.evaluate("linker", test, with_links, folder, "links"),
-            "linker_with_links_tuned": bench_linker.evaluate("linker", test, tuned, folder, "tuned"),
             "tune_on_the_links_refused": "(its --links)" in refused.stderr,
         }
+        for refit in REFITS:  # the default (auto) first
+            tuned = folder / f"index-links-tuned-{refit}"
+            shutil.rmtree(tuned, ignore_errors=True)
+            shutil.copytree(with_links, tuned)
+            report = folder / f"tune-{refit}.json"
+            linker_data.cli("index", "tune", tuned, "--gold", parts["tune"], "--refit", refit, "--report", report,
+                            "-q")
+            key = "linker_with_links_tuned" + ("" if refit == "auto" else f"_{refit}")
+            entry[key] = bench_linker.evaluate("linker", test, tuned, folder, f"tuned-{refit}")
+            entry[key]["refit"] = json.loads(report.read_text())["refit"]["chosen"]
         results["sets"][name] = entry
         print(f"{name:26s} test {entry['labels']['mentions']:5d} mentions: labels {100 * entry['labels']['R@1']:5.1f}"
               f"  linker {100 * entry['linker_kb_only']['R@1']:5.1f}  with links "
               f"{100 * entry['linker_with_links']['R@1']:5.1f} (ECE {entry['linker_with_links']['ece']:.3f})  "
-              f"tuned {100 * entry['linker_with_links_tuned']['R@1']:5.1f} "
-              f"(ECE {entry['linker_with_links_tuned']['ece']:.3f})  tuning on the links refused: "
+              + "  ".join(f"tuned {refit} {100 * entry[key]['R@1']:5.1f} (ECE {entry[key]['ece']:.3f})"
+                          for refit, key in (("auto", "linker_with_links_tuned"),
+                                             ("trees", "linker_with_links_tuned_trees"),
+                                             ("calibration", "linker_with_links_tuned_calibration")))
+              + f"  auto chose {entry['linker_with_links_tuned']['refit']}; tuning on the links refused: "
               f"{entry['tune_on_the_links_refused']}", flush=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")

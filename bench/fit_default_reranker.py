@@ -65,7 +65,7 @@ def rows_for(name: str, index: Path, work: Path):
     (cached in the work folder, as rows-NAME.npz, next to the index they come from)."""
     import numpy as np
 
-    from mel.tuning import TrainingRows
+    from mel.fitting import TrainingRows
 
     cache = work / f"rows-{name}.npz"
     if cache.is_file():
@@ -80,6 +80,7 @@ def rows_for(name: str, index: Path, work: Path):
 
 def _rows_for(name: str, index: Path, work: Path):
     from mel.aliases import AliasSettings, AliasTable, count_aliases
+    from mel.fitting import concatenate
     from mel.linker.features import FEATURES
     from mel.linker.folder import LinkerIndex
     from mel.linker.model import Reranker
@@ -87,7 +88,7 @@ def _rows_for(name: str, index: Path, work: Path):
     from mel.model_cache import resolve_model
     from mel.retrieval import EncoderSettings
     from mel.skips import SkipReport
-    from mel.tuning import collect_rows, concatenate
+    from mel.tuning import collect_rows
 
     docs = documents(name)
     encoder = EncoderSettings().open(resolve_model(None))
@@ -114,7 +115,7 @@ def main() -> int:
     if work is None:
         return 0
     from mel.artifacts import write_json
-    from mel.tuning import FitSettings, concatenate, fit_reranker, measure
+    from mel.fitting import FitSettings, concatenate, fit_reranker, measure
 
     rows, groups, sizes, base = [], [], [], 0
     for name in FIT_ON:
@@ -130,7 +131,7 @@ def main() -> int:
     everything = concatenate(rows)
     weights = linker_data.equal_set_weights(sizes)
     reranker = fit_reranker(everything, FitSettings(), meta={"fitted_on": FIT_ON, "sets_weigh_the_same": True},
-                            groups=groups, weights=weights, per_language=False)
+                            groups=groups, weights=weights, per_language=False, as_stated=False)
     write_json(args.out, reranker.to_json())
     print(f"{args.out}: {len(reranker.trees)} trees; in-sample {measure(reranker, everything)['R@1']:.3f} R@1")
     return 0

@@ -84,13 +84,15 @@ def equal_set_weights(sizes: list[int]) -> list[float]:
 
 def fit_like_default(collected: dict, groups: dict[str, list[int]], names: list[str], seed: int = 0):
     """The reranker fitted on `names`' rows as the shipped default is (bench/fit_default_reranker.py):
-    each set weighing the same, one Platt scaling for all languages; `groups` keep a document's
+    each set weighing the same, one Platt scaling for all languages fitted to the top candidate
+    alone (as_stated=False); `groups` keep a document's
     copies in one calibration fold (bench_linker.content_groups); `seed` the fit's random seed."""
-    from mel.tuning import FitSettings, concatenate, fit_reranker
+    from mel.fitting import FitSettings, concatenate, fit_reranker
 
     weights = equal_set_weights([collected[n].mentions for n in names])
     return fit_reranker(concatenate([collected[n] for n in names]), FitSettings(seed=seed),
-                        groups=[g for n in names for g in groups[n]], weights=weights, per_language=False)
+                        groups=[g for n in names for g in groups[n]], weights=weights, per_language=False,
+                        as_stated=False)
 
 
 def leave_one_set_out(names: list[str], fit) -> dict:

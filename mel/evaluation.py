@@ -33,6 +33,7 @@ from mel.artifacts import command_line, sha256_file, tool_versions
 from mel.confidence import NilCounts, Reliability
 from mel.documents import BadRecord, read_documents
 from mel.errors import InputError
+from mel.link_sketch import LinkOverlap, LinkSketch, mention_fingerprint
 from mel.mentions import MentionSpan
 from mel.mewsli import iter_document_runs, mentions_checksums, mewsli_languages
 from mel.pipeline import run_stream
@@ -310,10 +311,18 @@ class EvalOutcome:
     ranked: int = 0  # mentions actually ranked (linkable)
     reliability: Reliability | None = None  # when the ranker gives probabilities
     nil: NilCounts | None = None
+    in_training_links: LinkOverlap | None = None  # when the index keeps a sketch of its --links
 
     @property
     def mentions(self) -> int:
         return self.tally.mentions
+
+
+def gold_fingerprints(mentions: Iterable[EvalMention]) -> np.ndarray:
+    """The link fingerprints (mel.link_sketch) of the linkable gold mentions, to compare with the
+    training links of an index's alias table."""
+    return np.array([mention_fingerprint(m.span.text, m.span.start, m.span.end, m.gold)
+                     for m in mentions if m.span is not None], dtype=np.uint64)
 
 
 def gold_positions(ranked: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -336,6 +345,9 @@ class _Counter:
                  progress: Callable[[int, str], None] | None, min_prob: float):
         self.ranker, self.tally, self.unlinkable, self.skip_bad = ranker, tally, unlinkable, skip_bad
         self.progress = progress
+        training_links = getattr(ranker, "training_links", None)  # not part of the Ranker protocol
+        self.sketch: LinkSketch | None = training_links() if training_links is not None else None
+        self.in_links = LinkOverlap(0, 0, 0)
         self.done = self.ranked = 0
         self.reliability = Reliability()
         self.nil = NilCounts(threshold=min_prob)
@@ -345,6 +357,11 @@ class _Counter:
         mentions = [m for document in documents for m in document.mentions]
         usable = [m for m in mentions if m.span is not None]
         gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
+        if self.sketch is not None and usable:
+            seen = self.sketch.overlap(gold_fingerprints(usable))
+            total = self.in_links
+            self.in_links = LinkOverlap(total.mentions + seen.mentions, total.checked + seen.checked,
+                                        total.found + seen.found)
         positions = iter(gold_positions(ranking.qids, gold).tolist())
         counted = [m for m in mentions if m.span is not None or not self.skip_bad]
         known = self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64, count=len(counted)))
@@ -388,7 +405,8 @@ def evaluate(documents: Iterable[EvalDocument], ranker: Ranker, ks: Sequence[int
                encode=getattr(ranker, "encode_stage", None))
     return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked,
                        counter.reliability if counter.probabilities else None,
-                       counter.nil if counter.probabilities else None)
+                       counter.nil if counter.probabilities else None,
+                       counter.in_links if counter.sketch is not None else None)
 
 
 # --- the report ---------------------------------------------------------------
@@ -429,6 +447,8 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
                    **report.to_json()},
         "calibration": outcome.reliability.to_json() if outcome.reliability is not None else None,
         "nil": outcome.nil.to_json() if outcome.nil is not None else None,
+        "in_training_links": None if (links := outcome.in_training_links) is None else {
+            "checked": links.checked, "found": links.found},
         "notes": list(ranker.notes),
         "timing": {"seconds": round(outcome.seconds, 3), "mentions": outcome.mentions,
                    "mentions_per_s": round(outcome.mentions / outcome.seconds, 1) if outcome.seconds > 0 else None},
@@ -437,6 +457,11 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(),
     }
+    if links is not None and links.found:
+        out["notes"].append(
+            f"{links.found:,} of {links.checked:,} gold mentions checked are training links of the index (--links at "
+            "build): they find their own alias counts and contexts there, so these figures are in-sample; evaluate "
+            "on documents held out of --links")
     if unlinkable.count and not outcome.excluded_unlinkable:
         out["notes"].append(f"{unlinkable.count} mention(s) could not be linked (missing text or span not matching) "
                             "and count as misses; --skip-bad leaves them out")

@@ -54,8 +54,10 @@ def open_ranker(method: str, *, index: str | None = None, aliases: str | None = 
                                  "(build it with --kinds label)")
             view = "string"
             notes.append(f"{index} has no context view: --method biencoder searches its string view")
-        return _view_ranker(method, view_path(folder, view), index, encoder, exact, allow_model_mismatch, announce,
-                            notes, verify)
+        ranker = _view_ranker(method, view_path(folder, view), index, encoder, exact, allow_model_mismatch, announce,
+                              notes, verify)
+        ranker.links_table = linker_index.tables.get("aliases")
+        return ranker
     if method == "linker":
         notes.append(f"{index} is a single-view index (built before the fused linker): its view is searched as built; "
                      "rebuild it with `mel index build` for the linker")
@@ -79,7 +81,7 @@ def _linker(linker_index: LinkerIndex, encoder: EncoderSettings, exact: bool, al
 
 
 def _view_ranker(method: str, view_folder: Path, index: str, encoder: EncoderSettings, exact: bool,
-                 allow_model_mismatch: bool, announce, notes: list[str], verify: bool) -> Ranker:
+                 allow_model_mismatch: bool, announce, notes: list[str], verify: bool) -> RetrieverRanker:
     retriever = Retriever.open(view_folder, encoder, exact=exact, allow_model_mismatch=allow_model_mismatch,
                                announce=announce, verify=verify, verify_folder=index)
     encoding = retriever.query_encoding

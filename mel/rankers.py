@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mel.aliases import AliasTable
+from mel.link_sketch import LinkSketch
 from mel.mentions import MentionSpan
 from mel.retrieval import Retriever
 
@@ -80,6 +81,12 @@ class RetrieverRanker:
     name: str = "biencoder"
     entry_order_ties: bool = False
     notes: list[str] = field(default_factory=list)
+    # The alias table of the linker index whose view this is: built with --links, that index's
+    # context view holds the links' contexts too.
+    links_table: AliasTable | None = None
+
+    def training_links(self) -> LinkSketch | None:
+        return self.links_table.link_sketch() if self.links_table is not None else None
 
     @property
     def encode_stage(self) -> Callable[[list[list[int]]], np.ndarray] | None:
@@ -139,6 +146,9 @@ class AliasRanker:
     notes: list[str] = field(default_factory=list)
     exact_matches: int = 0
     queries: int = 0
+
+    def training_links(self) -> LinkSketch | None:
+        return self.table.link_sketch()
 
     def prepare(self, spans: Sequence[MentionSpan]) -> list[str]:
         return [self.table.normalize(s.string) for s in spans]

@@ -256,18 +256,25 @@ def verify_cmd(index_dir: str, sample: int, min_recall: float | None, model: str
               help="Boosted trees in the reranker.")
 @click.option("--depth", type=click.IntRange(1, 8), default=4, show_default=True, help="Depth of each tree.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the trees' row sampling.")
+@click.option("--refit", type=click.Choice(["auto", "trees", "calibration"]), default="auto", show_default=True,
+              help="What to fit: new trees and their calibration, only the calibration of the index's current "
+                   "reranker, or (auto) whichever is better on the held-out documents (new trees only when right "
+                   "on clearly more of them).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the tuning report (JSON) here.")
 @click.option("--exact", is_flag=True, help="Exact NumPy search instead of ScaNN.")
 @encoder_options
-def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, quiet) -> None:
+def tune_cmd(index_dir, gold, trees, depth, seed, refit, report_path, exact, encoder, quiet) -> None:
     """Fit the fused linker's reranker and calibration to your gold mentions.
 
     Every gold mention's candidates (from the index's views and tables) and
     their features are computed; one document in five is held out to measure
     R@1 before and after and the calibration (expected calibration error);
     then the reranker is fitted on all of them and written into the index
-    (reranker.json, checksummed in its manifest). Gold that is 1% or more the
+    (reranker.json, checksummed in its manifest). A few hundred gold mentions
+    are too few for new trees but enough to calibrate the current ones: by
+    default (--refit auto) new trees are kept only when they are right on
+    clearly more held-out mentions. Gold that is 1% or more the
     index's own training links (--links at build) is refused: tune on documents
     held out of --links. Needs scikit-learn: pip install 'mel[tune]'.
 
@@ -275,21 +282,23 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
     Example:
       mel index tune idx/es --gold dev.jsonl
       mel index tune idx/es --gold mewsli-9/output/dataset/es --gold more-gold.jsonl --report tune.json
+      mel index tune idx/es --gold small-dev.jsonl --refit calibration
     """
     from mel.artifacts import write_json
     from mel.cli.errors import note, say
     from mel.errors import InputError
+    from mel.fitting import FitSettings
     from mel.linker.ranker import FusedLinker
     from mel.methods import open_ranker
     from mel.skips import SkipReport
-    from mel.tuning import FitSettings, tune_index
+    from mel.tuning import tune_index
 
     linker = open_ranker("linker", index=index_dir, encoder=encoder, exact=exact, announce=note)
     if not isinstance(linker, FusedLinker):
         raise InputError(f"{index_dir}: a single-view index (built by an older mel) has no linker to tune; rebuild it")
     report = SkipReport(max_examples=10)
     result = tune_index(index_dir, gold, linker, settings=FitSettings(trees=trees, depth=depth, seed=seed),
-                        report=report)
+                        refit=refit, report=report)
     before, after = result["held_out"]["before"], result["held_out"]["after"]
     say(f"{index_dir}: tuned on {result['mentions']:,} gold mentions of {result['documents']:,} documents "
         f"({result['candidates']:,} candidates)")
@@ -298,6 +307,7 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
         f"calibration error {before['calibration']['ece']:.3f} -> {after['calibration']['ece']:.3f} "
         f"(a perfectly calibrated linker would show {after['calibration']['ece_if_calibrated']:.3f} "
         f"on this many mentions)")
+    say(refit_line(result))
     in_links = result["in_training_links"]
     if in_links and in_links["found"]:
         note(f"{in_links['found']:,} of {in_links['checked']:,} gold mentions checked are also training links of "
@@ -306,3 +316,19 @@ def tune_cmd(index_dir, gold, trees, depth, seed, report_path, exact, encoder, q
         say(line)
     if report_path:
         write_json(report_path, result)
+
+
+def refit_line(result: dict) -> str:
+    """What `mel index tune` fitted, and (auto) why."""
+    chosen, refits = result["refit"]["chosen"], result["held_out"]["refits"]
+    kept = ("new trees and their calibration" if chosen == "trees"
+            else "the current reranker's trees, recalibrated on this gold")
+    test = result["refit"]["sign_test"]
+    if test is None:
+        return f"wrote {kept} (--refit {chosen})"
+    trees, recalibrated = refits["trees"], refits["calibration"]
+    return (f"wrote {kept} (--refit auto): on the {trees['mentions']:,} held-out mentions, new trees R@1 "
+            f"{100 * trees['R@1']:.1f} (ECE {trees['calibration']['ece']:.3f}), recalibrated "
+            f"{100 * recalibrated['R@1']:.1f} (ECE {recalibrated['calibration']['ece']:.3f}); new trees alone right "
+            f"on {test['only_trees_right']:,}, recalibrated alone on {test['only_recalibrated_right']:,} "
+            f"(new trees are kept from {test['needed']:,} more)")

@@ -177,6 +177,11 @@ def calibrated(logits: np.ndarray, mention: np.ndarray, langs: list[str], calibr
         if len(mention) else np.zeros(0)
     c = np.array([calibration.platt.get(lang, calibration.platt["*"])[1] for lang in langs])[mention] \
         if len(mention) else np.zeros(0)
+    return platt_capped(p, mention, a, c)
+
+
+def platt_capped(p: np.ndarray, mention: np.ndarray, a: np.ndarray | float, c: np.ndarray | float) -> np.ndarray:
+    """sigmoid(a * logit(p) + c) per row, scaled back where a mention's total would pass 1."""
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     scaled = 1.0 / (1.0 + np.exp(-(a * np.log(clipped / (1 - clipped)) + c)))
     # At most one candidate is right: Platt can lift two close ones above a total of 1; scale those back.

@@ -22,6 +22,7 @@ from mel.aliases import AliasTable
 from mel.encoding import Encoder
 from mel.indexes.searcher import Index
 from mel.initials import acronym_key
+from mel.link_sketch import LinkSketch
 from mel.linker.features import (
     COLUMN,
     FEATURES,
@@ -89,6 +90,10 @@ class FusedLinker:
         """Look mentions up in this alias table (the index's own by default)."""
         self.aliases = table
         self._totals = link_totals(table) if table is not None else None
+
+    def training_links(self) -> LinkSketch | None:
+        """The sketch of the training links its alias table was counted from (None: no such table)."""
+        return self.aliases.link_sketch() if self.aliases is not None else None
 
     # -- the ranker protocol ---------------------------------------------------
 

@@ -287,7 +287,13 @@ def test_methods_differ(default_model, tmp_path):
     labels_report = evaluate("labels", "--index", labels)
     assert labels_report["results"]["es"]["hits"] == {"1": 2, "10": 3}
     assert labels_report["upper_bound"]["es"]["in_kb"] == 3
-    assert not labels_report["notes"] and not olpeat_report["notes"]
+    assert not labels_report["notes"] and labels_report["in_training_links"] is None
+    # Three held-out mentions are word for word training links (text, offsets and entity): the
+    # methods that read the alias table say so, and why it matters.
+    for report in (alias, fuzzy, olpeat_report):
+        assert report["in_training_links"] == {"checked": 6, "found": 3}
+    (note,) = olpeat_report["notes"]
+    assert note.startswith("3 of 6 gold mentions checked are training links of the index") and "in-sample" in note
     # The wrong index for the method is noted.
     swapped = evaluate("olpeat", "--index", labels)
     assert any("not built from an alias table" in note for note in swapped["notes"])

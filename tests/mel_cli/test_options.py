@@ -35,7 +35,7 @@ def test_encoder_options_have_one_name_default_and_help(name):
 
 def test_tune_defaults_are_the_library_fit_settings():
     # `mel index tune` and fit_reranker() must fit the same model when given no options.
-    from mel.tuning import FitSettings
+    from mel.fitting import FitSettings
 
     tune = command(("index", "tune"))
     for name in ("trees", "depth", "seed"):

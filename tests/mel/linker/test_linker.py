@@ -60,14 +60,18 @@ def test_an_alias_prior_overrides_a_closer_label(default_model, tmp_path):
     links = write_jsonl(tmp_path / "links.jsonl", [
         doc(f"t{i}", f"Tourists love the Big Apple in spring number {i}.", ("Big Apple", "Q60")) for i in range(30)])
     index = build(tmp_path, "prior", kb, "--links", links)
-    # Tuned on a few gold mentions other than the links: the shipped default is fitted on sets
-    # whose simulated alias tables hold a handful of links per name, never thirty.
+    # Tuned on gold mentions other than the links: the shipped default is fitted on sets whose
+    # simulated alias tables hold a handful of links per name, never thirty. The new trees are
+    # right on every held-out "Big Apple", the shipped ones on none: --refit auto keeps them.
     gold = write_jsonl(tmp_path / "prior-gold.jsonl", [
         doc(f"g{i}", f"{place} in the news again, story {i}: the Big Apple and {place}.", (place, qid),
             ("Big Apple", "Q60"))
-        for i, (place, qid) in enumerate([("Paris", "Q90"), ("Berlin", "Q64")] * 5)])
-    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "-q")
+        for i, (place, qid) in enumerate([("Paris", "Q90"), ("Berlin", "Q64")] * 20)])
+    report = tmp_path / "tune.json"
+    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "--report", report, "-q")
     assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["refit"]["chosen"] == "trees", result.stderr
+    assert "wrote new trees and their calibration (--refit auto)" in result.stderr
     (record,) = link(index, tmp_path, [doc("d", "We flew to the Big Apple last week.", ("Big Apple", None))])
     mention = record["mentions"][0]
     assert mention["qid"] == "Q60", mention
@@ -89,7 +93,7 @@ def tuned_case_index(tmp_path: Path, name: str) -> Path:
     reranker what a user's own gold data shows)."""
     index = build(tmp_path, name, [entity(q, label, description) for q, label, description in CASES[f"{name}_kb"]])
     gold = write_jsonl(tmp_path / f"{name}-gold.jsonl", case_docs(f"{name}_train", with_gold=True))
-    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "-q")
+    result = run("index", "tune", index, "--gold", gold, "--trees", "50", "--refit", "trees", "-q")
     assert result.exit_code == 0, result.output
     return index
 
@@ -170,7 +174,7 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
         doc(f"g{i}", f"Story {i}: France and Germany met in Paris.", ("France", "Q142"), ("Germany", "Q183"),
             ("Paris", "Q90")) for i in range(10)])
     report = tmp_path / "tune.json"
-    result = run("index", "tune", index, "--gold", gold, "--trees", "20", "--report", report, "-q")
+    result = run("index", "tune", index, "--gold", gold, "--trees", "20", "--refit", "trees", "--report", report, "-q")
     assert result.exit_code == 0, result.output
     assert "held-out R@1" in result.stderr and "a perfectly calibrated linker would show" in result.stderr
     manifest = json.loads((index / "manifest.json").read_text())
@@ -182,6 +186,48 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
     (index / "reranker.json").write_text((index / "reranker.json").read_text().replace('"init": ', '"init": 1'))
     tampered = run("link", tmp_path / "in.jsonl", "--index", index, "-q")
     assert tampered.exit_code == 1 and "reranker.json: missing or changed" in tampered.stderr
+
+
+def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_new_ones(default_model, tmp_path):
+    from mel.linker.features import FEATURES
+    from mel.linker.model import read_reranker
+
+    kb = [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS]
+    index = build(tmp_path, "refit", kb)
+    gold = write_jsonl(tmp_path / "gold.jsonl", [
+        doc(f"g{i}", f"Story {i}: France and Germany met in Paris.", ("France", "Q142"), ("Germany", "Q183"),
+            ("Paris", "Q90")) for i in range(10)])
+    shipped = read_reranker(None, FEATURES)
+    report = tmp_path / "tune.json"
+    # auto: both are right on every held-out mention, so nothing argues for new trees.
+    result = run("index", "tune", index, "--gold", gold, "--trees", "10", "--report", report, "-q")
+    assert result.exit_code == 0, result.output
+    assert "wrote the current reranker's trees, recalibrated on this gold (--refit auto)" in result.stderr
+    assert "new trees alone right on 0, recalibrated alone on 0 (new trees are kept from 1 more)" in result.stderr
+    data = json.loads(report.read_text())
+    assert data["refit"] == {"asked": "auto", "chosen": "calibration", "sign_test": {
+        "only_trees_right": 0, "only_recalibrated_right": 0, "needed": 1}}
+    assert set(data["held_out"]["refits"]) == {"trees", "calibration"}
+    assert data["held_out"]["after"] == data["held_out"]["refits"]["calibration"]
+    written = read_reranker(index / "reranker.json", FEATURES)
+    assert same_trees(written, shipped) and written.calibration != shipped.calibration
+    assert written.meta["refit"] == "calibration" and written.meta["trees_from"]["created"] == shipped.meta["created"]
+    assert json.loads((index / "manifest.json").read_text())["reranker"]["refit"] == "calibration"
+    assert run("index", "verify", index, "--sample", "10").exit_code == 0
+    # Asked for new trees, it fits them; asked for the calibration alone, it fits no trees.
+    result = run("index", "tune", index, "--gold", gold, "--trees", "10", "--refit", "trees", "-q")
+    assert result.exit_code == 0 and "wrote new trees and their calibration (--refit trees)" in result.stderr
+    trees = read_reranker(index / "reranker.json", FEATURES)
+    assert len(trees.trees) == 10 and trees.meta["refit"] == "trees"
+    result = run("index", "tune", index, "--gold", gold, "--refit", "calibration", "--report", report, "-q")
+    assert result.exit_code == 0 and "(--refit calibration)" in result.stderr
+    again = read_reranker(index / "reranker.json", FEATURES)
+    assert same_trees(again, trees) and again.meta["trees_from"]["gold"] == [str(gold)]
+    assert set(json.loads(report.read_text())["held_out"]["refits"]) == {"calibration"}
+
+
+def same_trees(one, other) -> bool:
+    return [t.to_json() for t in one.trees] == [t.to_json() for t in other.trees]
 
 
 def test_tune_refuses_gold_that_is_the_index_own_training_links(default_model, tmp_path):
@@ -215,6 +261,31 @@ def test_tune_refuses_gold_that_is_the_index_own_training_links(default_model, t
     result = run("index", "tune", index, "--gold", few, "--trees", "10", "-q")
     assert result.exit_code == 0, result.output
     assert "mel: note: 1 of 101 gold mentions checked are also training links" in result.stderr
+
+
+def test_eval_says_when_its_gold_is_the_index_own_training_links(default_model, tmp_path):
+    kb = [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS]
+    stories = [doc(f"s{i}", f"Story {i}: France and Germany met in Paris.", ("France", "Q142"), ("Germany", "Q183"),
+                   ("Paris", "Q90")) for i in range(4)]
+    links = write_jsonl(tmp_path / "links.jsonl", stories)
+    index = build(tmp_path, "own", kb, "--kinds", "label,context", "--links", links)
+    held_out = write_jsonl(tmp_path / "held-out.jsonl", [doc("r", "Report: France and Germany.", ("France", "Q142"),
+                                                             ("Germany", "Q183"))])
+    both = write_jsonl(tmp_path / "both.jsonl", [*stories[:1], doc("r", "Report: Germany.", ("Germany", "Q183"))])
+    for method in ("linker", "alias", "biencoder"):
+        for gold, found, checked in ((links, 12, 12), (both, 3, 4), (held_out, 0, 2)):
+            report = tmp_path / "report.json"
+            result = run("eval", "jsonl", gold, "--index", index, "--method", method, "--report", report, "-q")
+            assert result.exit_code == 0, result.output
+            assert json.loads(report.read_text())["in_training_links"] == {"checked": checked, "found": found}
+            said = (f"mel: note: {found} of {checked} gold mentions checked are training links of the index "
+                    "(--links at build)")
+            assert (said in result.stderr) == bool(found), (method, gold, result.stderr)
+    # An index without training links has nothing to compare with.
+    plain = build(tmp_path, "plain", kb)
+    report = tmp_path / "plain.json"
+    assert run("eval", "jsonl", links, "--index", plain, "--report", report, "-q").exit_code == 0
+    assert json.loads(report.read_text())["in_training_links"] is None
 
 
 def test_tune_refuses_damuel_links_the_index_was_built_from(default_model, tmp_path):
