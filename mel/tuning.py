@@ -188,6 +188,10 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
         offset += len(documents)
     rows = concatenate(parts)
     train, held = split(rows)
+    notes = []
+    if refit != "trees" and (again := sorted(set(map(str, gold)) & trees_gold(linker.reranker))):
+        notes.append(f"the trees of {index}'s current reranker were fitted on {', '.join(again)}: recalibrated on "
+                     "it, their held-out figures are in-sample (tune a copy of the untuned index, or --refit trees)")
     fitted = {"calibration": recalibrate(linker.reranker, train)}
     if refit != "calibration":
         fitted["trees"] = fit_reranker(train, settings)
@@ -203,7 +207,17 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
             "held_out": held_out,
             "in_training_links": None if sketch is None else {
                 "checked": sum(o.checked for o in in_links), "found": sum(o.found for o in in_links)},
-            "skipped": report.to_json()}
+            "skipped": report.to_json(), "notes": notes}
+
+
+def trees_gold(reranker: Reranker) -> set[str]:
+    """The gold files a reranker's trees were fitted on (as given to `mel index tune`)."""
+    meta = reranker.meta
+    if meta.get("refit") == "calibration":
+        source = meta.get("trees_from")
+        meta = source if isinstance(source, dict) else {}
+    gold = meta.get("gold")
+    return {str(path) for path in gold} if isinstance(gold, list) else set()
 
 
 def write_reranker(index: Path, reranker: Reranker) -> None:

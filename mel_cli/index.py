@@ -308,6 +308,8 @@ def tune_cmd(index_dir, gold, trees, depth, seed, refit, report_path, exact, enc
         f"(a perfectly calibrated linker would show {after['calibration']['ece_if_calibrated']:.3f} "
         f"on this many mentions)")
     say(refit_line(result))
+    for line in result["notes"]:
+        note(line)
     in_links = result["in_training_links"]
     if in_links and in_links["found"]:
         note(f"{in_links['found']:,} of {in_links['checked']:,} gold mentions checked are also training links of "

@@ -203,6 +203,7 @@ def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_n
     result = run("index", "tune", index, "--gold", gold, "--trees", "10", "--report", report, "-q")
     assert result.exit_code == 0, result.output
     assert "wrote the current reranker's trees, recalibrated on this gold (--refit auto)" in result.stderr
+    assert "in-sample" not in result.stderr  # the shipped trees were fitted on other data
     assert "new trees alone right on 0, recalibrated alone on 0 (new trees are kept from 1 more)" in result.stderr
     data = json.loads(report.read_text())
     assert data["refit"] == {"asked": "auto", "chosen": "calibration", "sign_test": {
@@ -224,6 +225,12 @@ def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_n
     again = read_reranker(index / "reranker.json", FEATURES)
     assert same_trees(again, trees) and again.meta["trees_from"]["gold"] == [str(gold)]
     assert set(json.loads(report.read_text())["held_out"]["refits"]) == {"calibration"}
+    # Those trees were fitted on this very gold, and the recalibration says so (again when the
+    # current reranker is itself a recalibration of them).
+    assert (f"mel: note: the trees of {index}'s current reranker were fitted on {gold}: recalibrated on it, their "
+            "held-out figures are in-sample") in result.stderr
+    result = run("index", "tune", index, "--gold", gold, "-q")
+    assert result.exit_code == 0 and "held-out figures are in-sample" in result.stderr
 
 
 def same_trees(one, other) -> bool:
