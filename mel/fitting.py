@@ -89,11 +89,19 @@ class FitSettings:
     max_rows: int = 150_000
 
 
+def _needs_tune_extra() -> None:
+    """One clear line, not a traceback, where the fitting libraries are missing."""
+    import importlib.util
+
+    for module in ("sklearn", "scipy"):
+        if importlib.util.find_spec(module) is None:
+            raise InputError("mel index tune needs scikit-learn and SciPy: pip install 'mel[tune]'")
+
+
 def _fit_trees(rows: TrainingRows, settings: FitSettings, weights: np.ndarray | None = None):
-    try:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-    except ImportError:
-        raise InputError("mel index tune needs scikit-learn: pip install 'mel[tune]'") from None
+    _needs_tune_extra()
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     if rows.y.sum() == 0 or rows.y.sum() == len(rows.y):
         raise InputError("the gold mentions give no positive (or no negative) candidate to learn from")
     # L2-regularised leaves: a Newton step on a leaf of rows already scored near 0 or 1 divides by
@@ -207,6 +215,7 @@ def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str], weig
     languages ("*") and, with `per_language`, for each language with enough mentions. With `prior`
     (per mention, the probability the current calibration gives the same top candidate) each
     fit's labels are shrunk towards it, as if it were `prior_mentions` mentions of evidence."""
+    _needs_tune_extra()
     from sklearn.linear_model import LogisticRegression
 
     weight = np.ones(len(p_top)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -296,6 +305,7 @@ def _refit_capped(p: np.ndarray, mention: np.ndarray, top: np.ndarray, target: n
                   start: tuple[float, float]) -> tuple[float, float] | None:
     """(a, c) that fit `target` (per mention) with the top rows' capped Platt probabilities, or
     None when capping leaves the `start` fit as it is."""
+    _needs_tune_extra()
     from scipy.optimize import minimize
 
     def stated(theta: np.ndarray) -> np.ndarray:

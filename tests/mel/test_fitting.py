@@ -200,3 +200,19 @@ def test_the_refit_to_stated_probabilities_keeps_to_its_bounds_and_skips_what_pl
     mostly = np.arange(n) > 0
     (a, c), = _platt_as_linked({"*": (0.5, 2.0)}, p, rows_with(mostly), mostly, None, None, 0.0).values()
     assert PLATT_SLOPES[0] <= a <= PLATT_SLOPES[1] and abs(c) <= 10
+
+
+@pytest.mark.parametrize("missing", ["sklearn", "scipy"])
+def test_fitting_without_the_tune_extra_says_what_to_install(monkeypatch, missing):
+    import importlib.util
+
+    from mel.errors import InputError
+    from mel.fitting import recalibrate
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    rows = synthetic_rows(100, seed=23)
+    plain = Reranker(FEATURES, 0.0, 1.0, ())
+    for fit in (lambda: fit_reranker(rows, FitSettings(trees=5)), lambda: recalibrate(plain, rows)):
+        with pytest.raises(InputError, match=r"needs scikit-learn and SciPy: pip install 'mel\[tune\]'"):
+            fit()
