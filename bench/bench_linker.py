@@ -146,6 +146,7 @@ def main() -> int:
     groups = content_groups(docs, collected)
     by_seed: dict[str, list[dict]] = {}
     recalibrated: dict[str, list[dict]] = {}
+    halves = {name: split(rows) for name, rows in collected.items()}  # (the rest, a fifth to recalibrate on)
     for seed in args.seeds:
         left_out = linker_data.leave_one_set_out(
             names, lambda others, seed=seed: linker_data.fit_like_default(collected, groups, others, seed=seed))
@@ -154,7 +155,7 @@ def main() -> int:
             by_seed.setdefault(name, []).append({"seed": seed, "R@1": measured["R@1"],
                                                  "ece": measured["calibration"]["ece"],
                                                  "ece_if_calibrated": measured["calibration"]["ece_if_calibrated"]})
-            rest, fifth = split(collected[name])
+            rest, fifth = halves[name]
             tuned, again = measure(reranker, rest), measure(recalibrate(reranker, fifth), rest)
             recalibrated.setdefault(name, []).append({
                 "seed": seed, "R@1": again["R@1"], "ece_tuned": tuned["calibration"]["ece"],
@@ -172,7 +173,7 @@ def main() -> int:
         entry["tuned_gain_R@1_points"] = round(100 * (entry["linker_tuned_leave_one_out"]["R@1"]
                                                       - entry["labels"]["R@1"]), 1)
         again = recalibrated[name]
-        rest, fifth = split(collected[name])
+        rest, fifth = halves[name]
         entry["linker_tuned_then_recalibrated"] = {
             "recalibrated_on": "documents i mod 5 == 4 of this set", "measured_on": "its other documents",
             "mentions": rest.mentions, "recalibration_mentions": fifth.mentions,

@@ -358,10 +358,7 @@ class _Counter:
         usable = [m for m in mentions if m.span is not None]
         gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
         if self.sketch is not None and usable:
-            seen = self.sketch.overlap(gold_fingerprints(usable))
-            total = self.in_links
-            self.in_links = LinkOverlap(total.mentions + seen.mentions, total.checked + seen.checked,
-                                        total.found + seen.found)
+            self.in_links += self.sketch.overlap(gold_fingerprints(usable))
         positions = iter(gold_positions(ranking.qids, gold).tolist())
         counted = [m for m in mentions if m.span is not None or not self.skip_bad]
         known = self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64, count=len(counted)))

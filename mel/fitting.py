@@ -197,16 +197,31 @@ def _prior_share(prior_mentions: float, evidence: float) -> float:
     return prior_mentions / (prior_mentions + evidence) if prior_mentions > 0 else 0.0
 
 
-def _top(p: np.ndarray, rows: TrainingRows) -> tuple[np.ndarray, np.ndarray]:
-    """Per mention: the top candidate's probability (0 without candidates) and whether it is the gold."""
+def _top_rows(p: np.ndarray, rows: TrainingRows) -> np.ndarray:
+    """Per mention, the row of its top candidate (highest p, then lowest QID), -1 without candidates."""
+    return first_rows(rows.mention, rows.mentions, rows.qid, -p) if len(p) else np.full(rows.mentions, -1)
+
+
+def _top(p: np.ndarray, rows: TrainingRows, top_row: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per mention: the top candidate's probability (0 without candidates) and whether it is the
+    gold (`top_row`: _top_rows(p, rows), when already known)."""
     top_p = np.zeros(rows.mentions)
     correct = np.zeros(rows.mentions, dtype=bool)
-    if len(p):
-        chosen = first_rows(rows.mention, rows.mentions, rows.qid, -p)  # highest p, then lowest QID
-        chosen = chosen[chosen >= 0]
-        top_p[rows.mention[chosen]] = p[chosen]
-        correct[rows.mention[chosen]] = rows.y[chosen] == 1
+    chosen = _top_rows(p, rows) if top_row is None else top_row
+    chosen = chosen[chosen >= 0]
+    top_p[rows.mention[chosen]] = p[chosen]
+    correct[rows.mention[chosen]] = rows.y[chosen] == 1
     return top_p, correct
+
+
+def _soft_target(correct: np.ndarray, weight: np.ndarray, prior: np.ndarray | None,
+                 prior_mentions: float) -> np.ndarray:
+    """Per mention, whether the top candidate is right, shrunk towards `prior` (the probability
+    the current calibration states for it) as if that were `prior_mentions` mentions."""
+    if prior is None:
+        return correct.astype(np.float64)
+    share = _prior_share(prior_mentions, weight.sum())
+    return (1 - share) * correct + share * prior
 
 
 def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str], weights: np.ndarray | None = None,
@@ -222,8 +237,7 @@ def fit_platt(p_top: np.ndarray, correct: np.ndarray, langs: Sequence[str], weig
     weight = np.ones(len(p_top)) if weights is None else np.asarray(weights, dtype=np.float64)
 
     def fit(mask: np.ndarray) -> tuple[float, float]:
-        share = _prior_share(prior_mentions, weight[mask].sum()) if prior is not None else 0.0
-        target = (1 - share) * correct[mask] + (share * prior[mask] if prior is not None and share else 0.0)
+        target = _soft_target(correct[mask], weight[mask], None if prior is None else prior[mask], prior_mentions)
         if not _platt_fittable(target):
             return (1.0, 0.0)
         clipped = np.clip(p_top[mask], 1e-6, 1 - 1e-6)
@@ -255,18 +269,19 @@ def fit_calibration(logits: np.ndarray, rows: TrainingRows, weights: np.ndarray 
     other domains than it links, that measured better across them: docs/experiments.md)."""
     temperature, none_logit = fit_softmax(logits, rows, weights, prior, prior_mentions)
     p = softmax_probabilities(logits, rows.mention, temperature, none_logit)
-    p_top, correct = _top(p, rows)
+    top_row = _top_rows(p, rows)
+    p_top, correct = _top(p, rows, top_row)
     # Candidate order is the same under any calibration, so the prior's top is the same candidate.
-    prior_top = _top(prior, rows)[0] if prior is not None else None
+    prior_top = _top(prior, rows, top_row)[0] if prior is not None else None
     platt = fit_platt(p_top, correct, rows.mention_lang, weights, per_language, prior_top, prior_mentions)
     if as_stated:
-        platt = _platt_as_linked(platt, p, rows, correct, weights, prior_top, prior_mentions)
+        platt = _platt_as_linked(platt, p, rows, top_row, correct, weights, prior_top, prior_mentions)
     return Calibration(temperature, none_logit, platt)
 
 
 def _platt_as_linked(platt: dict[str, tuple[float, float]], p: np.ndarray, rows: TrainingRows,
-                     correct: np.ndarray, weights: np.ndarray | None, prior_top: np.ndarray | None,
-                     prior_mentions: float) -> dict[str, tuple[float, float]]:
+                     top_row: np.ndarray, correct: np.ndarray, weights: np.ndarray | None,
+                     prior_top: np.ndarray | None, prior_mentions: float) -> dict[str, tuple[float, float]]:
     """Platt scaling refitted to the probabilities mel states at link time, where it differs.
 
     fit_platt maps the top candidate's probability alone, but linking maps every candidate and
@@ -277,7 +292,6 @@ def _platt_as_linked(platt: dict[str, tuple[float, float]], p: np.ndarray, rows:
     if not len(p):
         return platt
     weight = np.ones(rows.mentions) if weights is None else np.asarray(weights, dtype=np.float64)
-    top_row = first_rows(rows.mention, rows.mentions, rows.qid, -p)
     langs = np.array(rows.mention_lang)
     out = dict(platt)
     for key, (a, c) in platt.items():
@@ -285,8 +299,8 @@ def _platt_as_linked(platt: dict[str, tuple[float, float]], p: np.ndarray, rows:
         if not chosen.any():
             continue
         keep_rows = chosen[rows.mention]
-        share = _prior_share(prior_mentions, weight[chosen].sum()) if prior_top is not None else 0.0
-        target = (1 - share) * correct[chosen] + (share * prior_top[chosen] if prior_top is not None else 0.0)
+        target = _soft_target(correct[chosen], weight[chosen], None if prior_top is None else prior_top[chosen],
+                              prior_mentions)
         if not _platt_fittable(target):
             continue
         refitted = _refit_capped(p[keep_rows], (np.cumsum(chosen) - 1)[rows.mention[keep_rows]],
@@ -384,17 +398,16 @@ def reliability(p_top: np.ndarray, correct: np.ndarray) -> dict:
     return table.to_json()
 
 
+def stated_top(reranker: Reranker, rows: TrainingRows) -> tuple[np.ndarray, np.ndarray]:
+    """Per mention: the probability `reranker` states for its top candidate, and whether that is the gold."""
+    p = reranker.probabilities(rows.X, rows.mention, rows.mention_lang) if len(rows.y) else np.zeros(0)
+    return _top(p, rows)
+
+
 def measure(reranker: Reranker, rows: TrainingRows) -> dict:
     """R@1 and calibration of `reranker` on the rows' mentions."""
-    p = calibrated(reranker.logits(rows.X), rows.mention, rows.mention_lang, reranker.calibration) \
-        if len(rows.y) else np.zeros(0)
-    p_top, correct = _top(p, rows)
+    p_top, correct = stated_top(reranker, rows)
     return {"mentions": rows.mentions, "R@1": round(float(correct.mean()) if rows.mentions else 0.0, 4),
             "gold_among_candidates": round(float((_gold_index(rows) >= 0).mean()), 4),
             "calibration": reliability(p_top, correct)}
 
-
-def top_correct(reranker: Reranker, rows: TrainingRows) -> np.ndarray:
-    """Per mention, whether `reranker`'s top candidate is the gold entity."""
-    p = reranker.probabilities(rows.X, rows.mention, rows.mention_lang) if len(rows.y) else np.zeros(0)
-    return _top(p, rows)[1]

@@ -76,6 +76,10 @@ class LinkOverlap:
     checked: int
     found: int
 
+    def __add__(self, other: LinkOverlap) -> LinkOverlap:
+        """Both sets' counts together (overlaps of the parts of one set add up)."""
+        return LinkOverlap(self.mentions + other.mentions, self.checked + other.checked, self.found + other.found)
+
     @property
     def share(self) -> float:
         """The estimated share of the mentions that are training links."""

@@ -36,7 +36,7 @@ from mel.evaluation import (
     mewsli_documents,
     resolve_mewsli,
 )
-from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, top_correct
+from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
 from mel.link_sketch import LinkOverlap
@@ -110,7 +110,7 @@ def choose_refit(trees: Reranker, recalibrated: Reranker, held: TrainingRows) ->
     """"trees" when the new trees are right on clearly more held-out mentions than the
     recalibrated current reranker (a sign test over the mentions where only one is right),
     else "calibration"; and the counts that decided."""
-    new, old = top_correct(trees, held), top_correct(recalibrated, held)
+    new, old = stated_top(trees, held)[1], stated_top(recalibrated, held)[1]
     only_new, only_old = int((new & ~old).sum()), int((old & ~new).sum())
     margin = TREES_MARGIN_SIGMAS * math.sqrt(only_new + only_old)
     chosen = "trees" if only_new - only_old > 0 and only_new - only_old >= margin else "calibration"
@@ -206,7 +206,7 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
             "candidates": int(len(rows.y)), "refit": {"asked": refit, "chosen": chosen, "sign_test": sign_test},
             "held_out": held_out,
             "in_training_links": None if sketch is None else {
-                "checked": sum(o.checked for o in in_links), "found": sum(o.found for o in in_links)},
+                "checked": (total := sum(in_links, LinkOverlap(0, 0, 0))).checked, "found": total.found},
             "skipped": report.to_json(), "notes": notes}
 
 

@@ -138,6 +138,17 @@ def test_a_recalibration_on_few_mentions_stays_near_the_current_calibration():
     assert measure(prior, fresh)["calibration"]["ece"] <= 0.05
 
 
+def strong_and_weak(strong: np.ndarray, correct: np.ndarray, weak: int = 40) -> tuple[np.ndarray, TrainingRows]:
+    """Per mention one strong candidate (probability `strong`, the gold where `correct`) and
+    `weak` weak ones sharing 90% of the rest: the probabilities and the rows."""
+    n = len(strong)
+    p = np.column_stack([strong, np.repeat(((1 - strong) * 0.9 / weak)[:, None], weak, axis=1)]).ravel()
+    y = np.zeros(len(p), dtype=np.int8)
+    y[np.arange(n)[correct] * (weak + 1)] = 1
+    return p, TrainingRows(np.zeros((len(p), len(FEATURES)), np.float32), y, np.repeat(np.arange(n), weak + 1),
+                           np.tile(np.arange(1, weak + 2), n), list(range(n)), ["xx"] * n, [0] * n)
+
+
 def test_platt_scaling_is_refitted_to_the_probabilities_stated_after_capping():
     from mel.fitting import _platt_as_linked, fit_platt
     from mel.linker.model import platt_capped
@@ -149,27 +160,22 @@ def test_platt_scaling_is_refitted_to_the_probabilities_stated_after_capping():
     n, weak = 600, 40
     strong = rng.uniform(0.3, 0.9, size=n)
     correct = rng.uniform(size=n) < 0.6 + 0.5 * (strong - 0.3)
-    p = np.column_stack([strong, np.repeat(((1 - strong) * 0.9 / weak)[:, None], weak, axis=1)]).ravel()
-    mention = np.repeat(np.arange(n), weak + 1)
-    y = np.zeros(len(p), dtype=np.int8)
-    y[np.arange(n)[correct] * (weak + 1)] = 1
-    rows = TrainingRows(np.zeros((len(p), len(FEATURES)), np.float32), y, mention,
-                        np.tile(np.arange(1, weak + 2), n), list(range(n)), ["xx"] * n, [0] * n)
+    p, rows = strong_and_weak(strong, correct, weak)
     platt = fit_platt(strong, correct, rows.mention_lang, per_language=False)
     assert platt["*"][0] < 1
     top = np.arange(n) * (weak + 1)
 
     def stated(ac):
-        return platt_capped(p, mention, *ac)[top]
+        return platt_capped(p, rows.mention, *ac)[top]
 
     assert abs(stated(platt["*"]).mean() - correct.mean()) > 0.1  # capped, the top-1 fit is far off
-    refitted = _platt_as_linked(platt, p, rows, correct, None, None, 0.0)
+    refitted = _platt_as_linked(platt, p, rows, top, correct, None, None, 0.0)
     assert abs(stated(refitted["*"]).mean() - correct.mean()) < 0.02
     assert measure_ece(stated(refitted["*"]), correct) < 0.05
     # A single candidate per mention is never capped: the fit stays as it was.
     alone = TrainingRows(np.zeros((n, len(FEATURES)), np.float32), correct.astype(np.int8), np.arange(n),
                          np.ones(n, dtype=np.int64), list(range(n)), ["xx"] * n, [0] * n)
-    assert _platt_as_linked(platt, strong, alone, correct, None, None, 0.0) == platt
+    assert _platt_as_linked(platt, strong, alone, np.arange(n), correct, None, None, 0.0) == platt
 
 
 def measure_ece(p_top: np.ndarray, correct: np.ndarray) -> float:
@@ -184,21 +190,14 @@ def test_the_refit_to_stated_probabilities_keeps_to_its_bounds_and_skips_what_pl
     rng = np.random.default_rng(22)
     n, weak = 30, 40
     strong = rng.uniform(0.3, 0.9, size=n)
-    p = np.column_stack([strong, np.repeat(((1 - strong) * 0.9 / weak)[:, None], weak, axis=1)]).ravel()
-    mention = np.repeat(np.arange(n), weak + 1)
-
-    def rows_with(correct: np.ndarray) -> TrainingRows:
-        y = np.zeros(len(p), dtype=np.int8)
-        y[np.arange(n)[correct] * (weak + 1)] = 1
-        return TrainingRows(np.zeros((len(p), len(FEATURES)), np.float32), y, mention,
-                            np.tile(np.arange(1, weak + 2), n), list(range(n)), ["xx"] * n, [0] * n)
-
+    top = np.arange(n) * (weak + 1)
     everything = np.ones(n, dtype=bool)  # every top candidate right: nothing to scale, as fit_platt says
-    assert _platt_as_linked({"*": (0.5, 2.0)}, p, rows_with(everything), everything, None, None, 0.0) == {
-        "*": (0.5, 2.0)}
+    p, rows = strong_and_weak(strong, everything, weak)
+    assert _platt_as_linked({"*": (0.5, 2.0)}, p, rows, top, everything, None, None, 0.0) == {"*": (0.5, 2.0)}
     # Right far more often than even a saturated scaling could state: the slope stops at its bound.
     mostly = np.arange(n) > 0
-    (a, c), = _platt_as_linked({"*": (0.5, 2.0)}, p, rows_with(mostly), mostly, None, None, 0.0).values()
+    p, rows = strong_and_weak(strong, mostly, weak)
+    (a, c), = _platt_as_linked({"*": (0.5, 2.0)}, p, rows, top, mostly, None, None, 0.0).values()
     assert PLATT_SLOPES[0] <= a <= PLATT_SLOPES[1] and abs(c) <= 10
 
 

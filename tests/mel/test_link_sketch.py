@@ -51,6 +51,8 @@ def test_past_its_capacity_the_smallest_fingerprints_estimate_the_share(tmp_path
     assert overlap.mentions == 20_000 and 600 < overlap.checked < 1_000
     assert overlap.share == pytest.approx(0.5, abs=0.08)
     assert sketch.overlap(rng.integers(0, 2**63, size=5_000, dtype=np.uint64)).found == 0
+    # Counted in parts (as `mel eval` counts each chunk of documents), the overlaps add up.
+    assert sketch.overlap(gold[:7_000]) + sketch.overlap(gold[7_000:]) == overlap
 
 
 def test_a_table_of_training_links_keeps_their_sketch_and_checks_it(tmp_path):
