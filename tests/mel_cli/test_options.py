@@ -42,6 +42,18 @@ def test_tune_defaults_are_the_library_fit_settings():
         assert option(tune, f"--{name}").default == getattr(FitSettings(), name), name
 
 
+def test_tune_names_its_refits_and_refuses_any_other(tmp_path):
+    from mel.tuning import REFITS
+
+    assert option(command(("index", "tune")), "--refit").type.choices == REFITS
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("")
+    result = CliRunner().invoke(main, ["index", "tune", str(tmp_path), "--gold", str(gold), "--refit", "bogus"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        "mel: error: Invalid value for '--refit': 'bogus' is not one of 'auto', 'trees', 'calibration'.")
+
+
 def test_precision_means_which_variant_to_run_and_variants_which_to_write():
     for path in ENCODING_COMMANDS:
         assert option(command(path), "--precision").type.choices == ("auto", "fp32", "fp16", "int8")
