@@ -192,27 +192,6 @@ def gap_to_best(score: np.ndarray, mention: np.ndarray, n: int) -> np.ndarray:
     return top[mention] - score
 
 
-def _name_similarities(table: AliasTable | None, keys: Sequence[str], mention: np.ndarray,
-                       qid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ratio, token set ratio, number of names) of each row, against the entity's loose names."""
-    ratio = np.zeros(len(qid), dtype=np.float32)
-    token_set = np.zeros(len(qid), dtype=np.float32)
-    names = np.zeros(len(qid), dtype=np.float32)
-    if table is None:
-        return ratio, token_set, names
-    cache: dict[int, list[str]] = {}
-    for r, (m, q) in enumerate(zip(mention.tolist(), qid.tolist())):
-        found = cache.get(q)
-        if found is None:
-            found = cache[q] = [table.alias(int(row)) for row in table.alias_rows_of_qid(q)]
-        names[r] = len(found)
-        if found and keys[m]:
-            scores = process.cdist([keys[m]], found, scorer=fuzz.ratio)[0]
-            sets = process.cdist([keys[m]], found, scorer=fuzz.token_set_ratio)[0]
-            ratio[r], token_set[r] = scores.max() / 100, sets.max() / 100
-    return ratio, token_set, names
-
-
 def _contains_words(short: str, long: str) -> bool:
     """Whether the words of `short` appear consecutively in `long` (both loosely normalised)."""
     if not short or len(long) <= len(short):
