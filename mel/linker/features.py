@@ -20,9 +20,10 @@ Features (FEATURES, one column each):
   counts from training links, and the entity's total links; prior_gap: the mention's best
   prior minus this one's (a strong prior for another entity counts against an exact label);
 - log_qid: log10 of the QID number (older Wikidata items are the better-known ones);
-  qid_gap: for a candidate with a name holding all the mention's words, its log_qid minus
-  the lowest among such candidates of the mention ("President" -> the older "President of
-  the United States" beside an item labelled "President"), -1 for any other candidate;
+  qid_gap: for a candidate with a name of token-set similarity 1 to the mention (the name
+  holds all the mention's words, or the mention all the name's), its log_qid minus the
+  lowest among such candidates of the mention ("President" -> the older "President of the
+  United States" beside an item labelled "President"), -1 for any other candidate;
 - lang_match: the best-matching name is in the document's language;
 - mention_length, mention_tokens, mention_upper: the mention's shape;
 - coref_longer: a longer mention of the same document containing this one's words
