@@ -62,19 +62,23 @@ def _hipe_ids() -> list[str]:
 
 def rows_for(name: str, index: Path, work: Path):
     """Rows without links, and rows with an alias table simulated from the other folds' gold
-    (cached in the work folder, as rows-NAME.npz, next to the index they come from)."""
+    (cached in the work folder, as rows-NAME.npz, next to the index they come from; used again
+    only while mel's code, the index and the gold are the ones they were computed from)."""
     import numpy as np
 
     from mel.fitting import TrainingRows
 
     cache = work / f"rows-{name}.npz"
+    key = linker_data.rows_key(index, linker_data.gold_path(name))
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
-        return TrainingRows(data["X"], data["y"], data["mention"], data["qid"], data["doc"].tolist(),
-                            data["lang"].tolist(), data["gold"].tolist())
+        if "key" in data and str(data["key"]) == key:
+            return TrainingRows(data["X"], data["y"], data["mention"], data["qid"], data["doc"].tolist(),
+                                data["lang"].tolist(), data["gold"].tolist())
+        print(f"{cache.name}: computed by other code or from other data; computing again", flush=True)
     rows = _rows_for(name, index, work)
     np.savez(cache, X=rows.X, y=rows.y, mention=rows.mention, qid=rows.qid, doc=np.array(rows.mention_doc),
-             lang=np.array(rows.mention_lang), gold=np.array(rows.mention_gold))
+             lang=np.array(rows.mention_lang), gold=np.array(rows.mention_gold), key=np.array(key))
     return rows
 
 

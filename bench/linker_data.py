@@ -77,6 +77,22 @@ def build(kb: Path, folder: Path, kinds: str = "label,description", links: Path 
     return folder
 
 
+def rows_key(index: Path, *inputs: Path) -> str:
+    """What candidate rows depend on: mel's source code, the index's manifest (which holds its
+    checksums) and the input files (a Mewsli-9 folder counts by its files)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    sources = [(p, p.relative_to(ROOT)) for p in sorted((ROOT / "mel").rglob("*.py"))]
+    sources.append((index / "manifest.json", Path("manifest.json")))
+    for item in inputs:
+        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        sources += [(p, p.relative_to(item) if item.is_dir() else Path(p.name)) for p in files]
+    for path, name in sources:
+        digest.update(name.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def equal_set_weights(sizes: list[int]) -> list[float]:
     """One weight per mention, so that each set (of `sizes` mentions) weighs the same in a fit."""
     return [sum(sizes) / (len(sizes) * size) for size in sizes for _ in range(size)]

@@ -65,3 +65,24 @@ def test_the_dev_set_benches_skip_without_the_dev_sets(tmp_path, bench):
                            str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("skipped: the development sets are not in") and not (tmp_path / "work").exists()
+
+
+def test_cached_rows_are_keyed_by_the_code_the_index_and_the_gold(tmp_path):
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "manifest.json").write_text('{"format": 1}')
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"id": "d1"}\n')
+    folder = tmp_path / "mewsli"
+    (folder / "en").mkdir(parents=True)
+    (folder / "en" / "mentions.tsv").write_text("docid\n")
+    key = linker_data.rows_key(index, gold, folder)
+    assert key == linker_data.rows_key(index, gold, folder)
+    gold.write_text('{"id": "d2"}\n')
+    assert linker_data.rows_key(index, gold, folder) != key
+    changed = linker_data.rows_key(index, gold, folder)
+    (folder / "en" / "mentions.tsv").write_text("docid\tposition\n")
+    assert linker_data.rows_key(index, gold, folder) != changed
+    changed = linker_data.rows_key(index, gold, folder)
+    (index / "manifest.json").write_text('{"format": 2}')
+    assert linker_data.rows_key(index, gold, folder) != changed
