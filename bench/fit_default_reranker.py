@@ -4,7 +4,7 @@
 
 Fitted on data whose licences let us ship what is learnt from it:
 - OKE-2016 train (which contains OKE-2015 train): Wikipedia sentences, CC BY-SA 4.0;
-- the HIPE-2022 dev documents of its CC BY 4.0 corpora (newseye, ajmc), multilingual;
+- the HIPE-2022 dev documents of its CC BY 4.0 corpora (newseye, sonar, ajmc), multilingual;
 - mel's own sample (examples/mewsli9-sample with examples/kb.jsonl), Apache-2.0,
   which has descriptions (the context view).
 The sets come from ../shared/data/el-dev (not in the repo); without them the script says so
@@ -29,10 +29,10 @@ import linker_data  # noqa: E402
 
 FIT_ON = {
     "elevant-oke-2016-train": "OKE-2016 train (Wikipedia sentences, CC BY-SA 4.0; includes OKE-2015 train)",
-    "hipe2022-dev": "HIPE-2022 dev, corpora newseye and ajmc only (CC BY 4.0)",
+    "hipe2022-dev": "HIPE-2022 dev, corpora newseye, sonar and ajmc only (CC BY 4.0)",
     "sample": "mel's own sample, examples/mewsli9-sample (Apache-2.0)",
 }
-CC_BY_HIPE = ("hipe2022-dev-newseye", "hipe2022-dev-ajmc")
+CC_BY_HIPE = ("hipe2022-dev-newseye", "hipe2022-dev-sonar", "hipe2022-dev-ajmc")
 FOLDS = 5
 
 

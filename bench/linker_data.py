@@ -78,12 +78,14 @@ def build(kb: Path, folder: Path, kinds: str = "label,description", links: Path 
 
 
 def rows_key(index: Path, *inputs: Path) -> str:
-    """What candidate rows depend on: mel's source code, the index's manifest (which holds its
-    checksums) and the input files (a Mewsli-9 folder counts by its files)."""
+    """What candidate rows depend on: the source code of mel and of the benches (which choose the
+    documents), the index's manifest (which holds its checksums) and the input files (a Mewsli-9
+    folder counts by its files)."""
     import hashlib
 
     digest = hashlib.sha256()
-    sources = [(p, p.relative_to(ROOT)) for p in sorted((ROOT / "mel").rglob("*.py"))]
+    code = sorted((ROOT / "mel").rglob("*.py")) + sorted((ROOT / "bench").glob("*.py"))
+    sources = [(p, p.relative_to(ROOT)) for p in code]
     sources.append((index / "manifest.json", Path("manifest.json")))
     for item in inputs:
         files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
