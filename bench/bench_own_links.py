@@ -32,7 +32,6 @@ import linker_data  # noqa: E402
 RESULTS = linker_data.ROOT / "bench" / "results" / "own_links.json"
 MIN_DOCUMENTS = 50  # the tune fifth needs five documents at least; fewer than 10 make a poor fit
 PARTS = {"links": (0, 1, 2), "tune": (3,), "test": (4,)}
-REFITS = ("auto", "trees", "calibration")  # mel index tune --refit
 
 
 def split(name: str, folder: Path) -> dict[str, Path] | None:
@@ -48,10 +47,17 @@ def split(name: str, folder: Path) -> dict[str, Path] | None:
     return out
 
 
+def tuned_key(refit: str) -> str:
+    """The results' key for the index tuned with `--refit refit` (the default, auto, has none)."""
+    return "linker_with_links_tuned" + ("" if refit == "auto" else f"_{refit}")
+
+
 def main() -> int:
     work = linker_data.work_from_command_line(__doc__)
     if work is None:
         return 0
+    from mel.tuning import REFITS  # mel index tune --refit, the default (auto) first
+
     results: dict = {"command": "python bench/bench_own_links.py",
                      "split": "document i: links when i mod 5 is 0, 1 or 2; tune when 3; test when 4", "sets": {}}
     for name in [*linker_data.ENGLISH, *linker_data.MULTILINGUAL]:
@@ -72,25 +78,23 @@ def main() -> int:
             "linker_with_links": bench_linker.evaluate("linker", test, with_links, folder, "links"),
             "tune_on_the_links_refused": "(its --links)" in refused.stderr,
         }
-        for refit in REFITS:  # the default (auto) first
+        for refit in REFITS:
             tuned = folder / f"index-links-tuned-{refit}"
             shutil.rmtree(tuned, ignore_errors=True)
             shutil.copytree(with_links, tuned)
             report = folder / f"tune-{refit}.json"
             linker_data.cli("index", "tune", tuned, "--gold", parts["tune"], "--refit", refit, "--report", report,
                             "-q")
-            key = "linker_with_links_tuned" + ("" if refit == "auto" else f"_{refit}")
+            key = tuned_key(refit)
             entry[key] = bench_linker.evaluate("linker", test, tuned, folder, f"tuned-{refit}")
             entry[key]["refit"] = json.loads(report.read_text())["refit"]["chosen"]
         results["sets"][name] = entry
         print(f"{name:26s} test {entry['labels']['mentions']:5d} mentions: labels {100 * entry['labels']['R@1']:5.1f}"
               f"  linker {100 * entry['linker_kb_only']['R@1']:5.1f}  with links "
               f"{100 * entry['linker_with_links']['R@1']:5.1f} (ECE {entry['linker_with_links']['ece']:.3f})  "
-              + "  ".join(f"tuned {refit} {100 * entry[key]['R@1']:5.1f} (ECE {entry[key]['ece']:.3f})"
-                          for refit, key in (("auto", "linker_with_links_tuned"),
-                                             ("trees", "linker_with_links_tuned_trees"),
-                                             ("calibration", "linker_with_links_tuned_calibration")))
-              + f"  auto chose {entry['linker_with_links_tuned']['refit']}; tuning on the links refused: "
+              + "  ".join(f"tuned {refit} {100 * entry[tuned_key(refit)]['R@1']:5.1f} "
+                          f"(ECE {entry[tuned_key(refit)]['ece']:.3f})" for refit in REFITS)
+              + f"  auto chose {entry[tuned_key('auto')]['refit']}; tuning on the links refused: "
               f"{entry['tune_on_the_links_refused']}", flush=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")

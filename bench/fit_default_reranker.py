@@ -63,7 +63,8 @@ def _hipe_ids() -> list[str]:
 def rows_for(name: str, index: Path, work: Path):
     """Rows without links, and rows with an alias table simulated from the other folds' gold
     (cached in the work folder, as rows-NAME.npz, next to the index they come from; used again
-    only while mel's code, the index and the gold are the ones they were computed from)."""
+    only while the code (mel's and the benches'), the index and the gold are the ones they were
+    computed from: linker_data.rows_key)."""
     import numpy as np
 
     from mel.fitting import TrainingRows

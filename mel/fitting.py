@@ -404,9 +404,11 @@ def stated_top(reranker: Reranker, rows: TrainingRows) -> tuple[np.ndarray, np.n
     return _top(p, rows)
 
 
-def measure(reranker: Reranker, rows: TrainingRows) -> dict:
-    """R@1 and calibration of `reranker` on the rows' mentions."""
-    p_top, correct = stated_top(reranker, rows)
+def measure(reranker: Reranker, rows: TrainingRows,
+            top: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """R@1 and calibration of `reranker` on the rows' mentions (`top`: stated_top(reranker, rows),
+    when already known)."""
+    p_top, correct = stated_top(reranker, rows) if top is None else top
     return {"mentions": rows.mentions, "R@1": round(float(correct.mean()) if rows.mentions else 0.0, 4),
             "gold_among_candidates": round(float((_gold_index(rows) >= 0).mean()), 4),
             "calibration": reliability(p_top, correct)}

@@ -106,11 +106,12 @@ def collect_rows(linker: FusedLinker, documents: Iterable[EvalDocument], *, doc_
 # --- choosing -------------------------------------------------------------------------------
 
 
-def choose_refit(trees: Reranker, recalibrated: Reranker, held: TrainingRows) -> tuple[str, dict]:
+def choose_refit(trees_right: np.ndarray, recalibrated_right: np.ndarray) -> tuple[str, dict]:
     """"trees" when the new trees are right on clearly more held-out mentions than the
-    recalibrated current reranker (a sign test over the mentions where only one is right),
-    else "calibration"; and the counts that decided."""
-    new, old = stated_top(trees, held)[1], stated_top(recalibrated, held)[1]
+    recalibrated current reranker (per mention, whether each one's top candidate is the gold:
+    mel.fitting.stated_top; a sign test over the mentions where only one is right), else
+    "calibration"; and the counts that decided."""
+    new, old = trees_right, recalibrated_right
     only_new, only_old = int((new & ~old).sum()), int((old & ~new).sum())
     margin = TREES_MARGIN_SIGMAS * math.sqrt(only_new + only_old)
     chosen = "trees" if only_new - only_old > 0 and only_new - only_old >= margin else "calibration"
@@ -195,9 +196,10 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     fitted = {"calibration": recalibrate(linker.reranker, train)}
     if refit != "calibration":
         fitted["trees"] = fit_reranker(train, settings)
-    chosen, sign_test = choose_refit(fitted["trees"], fitted["calibration"], held) if refit == "auto" \
+    tops = {name: stated_top(reranker, held) for name, reranker in fitted.items()}
+    chosen, sign_test = choose_refit(tops["trees"][1], tops["calibration"][1]) if refit == "auto" \
         else (refit, None)
-    measured = {name: measure(reranker, held) for name, reranker in fitted.items()}
+    measured = {name: measure(reranker, held, tops[name]) for name, reranker in fitted.items()}
     held_out = {"before": measure(linker.reranker, held), "after": measured[chosen], "refits": measured}
     meta = {"gold": [str(p) for p in gold], "held_out": held_out}
     final = fit_reranker(rows, settings, meta=meta) if chosen == "trees" else recalibrate(linker.reranker, rows, meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -16,8 +15,7 @@ from mel.cli import main
 from mel.evaluation import EvalMention, Tally, Unlinkable, gold_positions
 from mel.rankers import FuzzyRanker, tie_order
 from mel.records import MentionProblem, ProblemKind
-
-HEADER = ["docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs", "freq_bin"]
+from tests.mel.mewsli_folder import HEADER, write_mewsli
 
 # (docid, text or None for a missing file, [(surface, qid, qid_in_refs, freq_bin)]); a mention given
 # as (position, length, surface, ...) is written as is (a span that need not match the text).
@@ -45,32 +43,6 @@ KB = [("Q90", "es", "París", "capital de Francia"), ("Q142", "es", "Francia", "
       ("Q1726", "de", "München", "Hauptstadt Bayerns")]
 
 
-def write_mewsli(root: Path) -> Path:
-    for lang, docs in MEWSLI.items():
-        folder = root / lang
-        (folder / "text").mkdir(parents=True)
-        with open(folder / "mentions.tsv", "w", encoding="utf-8", newline="") as m_out, \
-                open(folder / "docs.tsv", "w", encoding="utf-8", newline="") as d_out:
-            mentions, docs_tsv = csv.writer(m_out, delimiter="\t", lineterminator="\n"), \
-                csv.writer(d_out, delimiter="\t", lineterminator="\n")
-            mentions.writerow(HEADER)
-            docs_tsv.writerow(["docid", "title", "curid", "revid", "url", "text_md5"])
-            for docid, text, marked in docs:
-                md5 = hashlib.md5(text.encode()).hexdigest() if text is not None else ""
-                docs_tsv.writerow([docid, docid, 1, 1, f"https://{lang}.wikinews.example/{docid}", md5])
-                if text is not None:
-                    (folder / "text" / docid).write_bytes(text.encode())
-                for item in marked:
-                    if isinstance(item[0], int):
-                        position, length, surface, qid, in_refs, freq_bin = item
-                    else:
-                        surface, qid, in_refs, freq_bin = item
-                        position, length = text.rindex(surface), len(surface)
-                    mentions.writerow([docid, position, length, surface, f"https://wikidata.org/wiki/{qid}", lang,
-                                       qid, str(in_refs), freq_bin])
-    return root
-
-
 def write_kb(path: Path, entries=KB) -> Path:
     with open(path, "w", encoding="utf-8") as out:
         for qid, lang, label, description in entries:
@@ -91,7 +63,7 @@ def build_index(kb: Path, out: Path, *extra) -> Path:
 
 @pytest.fixture(scope="module")
 def mewsli(tmp_path_factory) -> Path:
-    return write_mewsli(tmp_path_factory.mktemp("mewsli") / "dataset")
+    return write_mewsli(tmp_path_factory.mktemp("mewsli") / "dataset", MEWSLI)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mel.fitting import FitSettings, TrainingRows, fit_reranker, recalibrate
+from mel.fitting import FitSettings, TrainingRows, fit_reranker, recalibrate, stated_top
 from mel.linker.features import FEATURES
 from mel.linker.model import Calibration, Reranker, Tree
-from mel.tuning import choose_refit
+from mel.tuning import choose_refit as choose_between
 from tests.mel.synthetic_rows import synthetic_rows
 
 pytest.importorskip("sklearn")
+
+
+def choose_refit(trees: Reranker, recalibrated: Reranker, held: TrainingRows) -> tuple[str, dict]:
+    """The choice between two rerankers, from whether each one's top candidate is right on `held`."""
+    return choose_between(stated_top(trees, held)[1], stated_top(recalibrated, held)[1])
 
 
 def test_auto_refit_keeps_new_trees_only_when_clearly_right_more_often():

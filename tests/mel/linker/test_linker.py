@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mel.cli import main
+from tests.mel.mewsli_folder import write_mewsli
 
 pytestmark = pytest.mark.slow
 
@@ -233,38 +234,16 @@ def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_n
     assert result.exit_code == 0 and "held-out figures are in-sample" in result.stderr
 
 
-def write_mewsli(root: Path, records: list[dict]) -> Path:
-    """The documents as a Mewsli-9 folder (one language: docs.tsv, mentions.tsv, text/)."""
-    import csv
-    import hashlib
-
-    folder = root / "en"
-    (folder / "text").mkdir(parents=True)
-    with open(folder / "docs.tsv", "w", newline="", encoding="utf-8") as docs, \
-            open(folder / "mentions.tsv", "w", newline="", encoding="utf-8") as mentions:
-        docs_tsv, mentions_tsv = (csv.writer(f, delimiter="\t", lineterminator="\n") for f in (docs, mentions))
-        docs_tsv.writerow(["docid", "title", "curid", "revid", "url", "text_md5"])
-        mentions_tsv.writerow(["docid", "position", "length", "mention", "url", "lang", "qid", "qid_in_refs",
-                               "freq_bin"])
-        for number, record in enumerate(records, start=1):
-            text = record["text"]
-            (folder / "text" / record["id"]).write_text(text, encoding="utf-8")
-            docs_tsv.writerow([record["id"], record["id"], number, number, f"https://en.wikinews.example/{number}",
-                               hashlib.md5(text.encode()).hexdigest()])
-            for m in record["mentions"]:
-                mentions_tsv.writerow([record["id"], m["start"], m["end"] - m["start"], text[m["start"]:m["end"]],
-                                       f"https://www.wikidata.org/wiki/{m['qid']}", "en", m["qid"], "True", 1])
-    return root
-
-
 def test_tune_reads_a_mewsli_folder_as_it_reads_mel_documents(default_model, tmp_path):
     kb = [entity("Q142", "France"), entity("Q183", "Germany"), *DISTRACTORS]
     index = build(tmp_path, "mewsli", kb)
     stories = [doc(f"g{i}", f"Story {i}: France and Germany met in Paris.", ("France", "Q142"), ("Germany", "Q183"),
                    ("Paris", "Q90")) for i in range(10)]
+    as_mewsli = {"en": [(story["id"], story["text"], [(story["text"][m["start"]:m["end"]], m["qid"], True, 1)
+                                                      for m in story["mentions"]]) for story in stories]}
     figures = {}
     for name, gold in (("jsonl", write_jsonl(tmp_path / "gold.jsonl", stories)),
-                       ("mewsli", write_mewsli(tmp_path / "mewsli-9", stories))):
+                       ("mewsli", write_mewsli(tmp_path / "mewsli-9", as_mewsli))):
         report = tmp_path / f"{name}.json"
         result = run("index", "tune", index, "--gold", gold, "--trees", "10", "--refit", "trees", "--report", report,
                      "-q")
