@@ -254,6 +254,9 @@ def main() -> int:
     for key, value in results.items():
         print(f"{key:34s} {value:.4f}" if isinstance(value, float) else f"{key:34s} {value}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from mel.artifacts import command_line
+
+    results["command"] = command_line()
     Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

@@ -146,6 +146,9 @@ def main() -> int:
         results["rss_growth"] = rss[-1] / rss[0] - 1
         print(f"peak RSS change from smallest to largest corpus: {results['rss_growth']:+.1%}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from mel.artifacts import command_line
+
+    results["command"] = command_line()
     Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

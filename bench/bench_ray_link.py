@@ -132,6 +132,9 @@ def main() -> int:
               f"{ratio['after_startup']:.2f} x after start-up")
     results["load_after"] = os.getloadavg()[0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from mel.artifacts import command_line
+
+    results["command"] = command_line()
     Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     print(json.dumps({"load_before": results["load_before"], "load_after": results["load_after"]}))
     return 0

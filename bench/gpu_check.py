@@ -338,6 +338,13 @@ def train_speed(work: Path, checkpoint: str, device: str, sizes: dict) -> dict:
             "command_wall_s": round(wall, 1)}
 
 
+def shown_command(args: argparse.Namespace) -> str:
+    """The command for the results file, without --work and --out (paths of this machine; the file
+    is committed)."""
+    shown = ["python", "bench/gpu_check.py", *(["--dry-run"] if args.dry_run else [])]
+    return " ".join(shown + ([f"--deadline-s {args.deadline_s:g}"] if args.deadline_s is not None else []))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="mel's GPU check (see bench/gpu_check.sh)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, small sizes: keeps the script working in CI")
@@ -358,7 +365,8 @@ def main() -> int:
     env, missing = preflight(dry)
     results: dict = {"dry_run": dry, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                      "gpu": (env["cuda_devices"] or [None])[0], "cpu": platform.processor() or platform.machine(),
-                     "cpu_cores": len(os.sched_getaffinity(0)), "sizes": sizes, "environment": env, "steps": {}}
+                     "cpu_cores": len(os.sched_getaffinity(0)), "sizes": sizes, "environment": env, "steps": {},
+                     "command": shown_command(args)}
     check = Check(results, out, args.deadline_s)
     if missing:
         results["missing"] = missing

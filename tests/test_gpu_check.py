@@ -92,4 +92,5 @@ def test_steps_past_the_deadline_are_skipped_and_listed(tmp_path):
     result = json.loads(out.read_text())
     assert result["failed"] == [] and result["skipped"] == ["mel_info", "export_lealla"]
     assert result["steps"]["mel_info"] == {"skipped": "past the 0 s deadline"}
+    assert result["command"] == "python bench/gpu_check.py --dry-run --deadline-s 0"  # without --work and --out
     assert not out.with_name("gpu.json.tmp").exists()
