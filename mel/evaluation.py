@@ -312,6 +312,7 @@ class EvalOutcome:
     reliability: Reliability | None = None  # when the ranker gives probabilities
     nil: NilCounts | None = None
     in_training_links: LinkOverlap | None = None  # when the index keeps a sketch of its --links
+    in_reranker_gold: dict[str, LinkOverlap] = field(default_factory=dict)  # trees, calibration: when kept
 
     @property
     def mentions(self) -> int:
@@ -348,6 +349,9 @@ class _Counter:
         training_links = getattr(ranker, "training_links", None)  # not part of the Ranker protocol
         self.sketch: LinkSketch | None = training_links() if training_links is not None else None
         self.in_links = LinkOverlap(0, 0, 0)
+        gold_sketches = getattr(ranker, "gold_sketches", None)  # the fused linker's: what it was tuned on
+        self.reranker_gold: dict[str, LinkSketch] = gold_sketches() if gold_sketches is not None else {}
+        self.in_reranker_gold = {part: LinkOverlap(0, 0, 0) for part in self.reranker_gold}
         self.done = self.ranked = 0
         self.reliability = Reliability()
         self.nil = NilCounts(threshold=min_prob)
@@ -357,8 +361,12 @@ class _Counter:
         mentions = [m for document in documents for m in document.mentions]
         usable = [m for m in mentions if m.span is not None]
         gold = np.fromiter((m.gold for m in usable), dtype=np.int64, count=len(usable))
-        if self.sketch is not None and usable:
-            self.in_links += self.sketch.overlap(gold_fingerprints(usable))
+        if usable and (self.sketch is not None or self.reranker_gold):
+            fingerprints = gold_fingerprints(usable)
+            if self.sketch is not None:
+                self.in_links += self.sketch.overlap(fingerprints)
+            for part, sketch in self.reranker_gold.items():
+                self.in_reranker_gold[part] += sketch.overlap(fingerprints)
         positions = iter(gold_positions(ranking.qids, gold).tolist())
         counted = [m for m in mentions if m.span is not None or not self.skip_bad]
         known = self.ranker.in_kb(np.fromiter((m.gold for m in counted), dtype=np.int64, count=len(counted)))
@@ -403,7 +411,7 @@ def evaluate(documents: Iterable[EvalDocument], ranker: Ranker, ks: Sequence[int
     return EvalOutcome(tally, unlinkable, skip_bad, time.perf_counter() - started, counter.ranked,
                        counter.reliability if counter.probabilities else None,
                        counter.nil if counter.probabilities else None,
-                       counter.in_links if counter.sketch is not None else None)
+                       counter.in_links if counter.sketch is not None else None, counter.in_reranker_gold)
 
 
 # --- the report ---------------------------------------------------------------
@@ -446,6 +454,8 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
         "nil": outcome.nil.to_json() if outcome.nil is not None else None,
         "in_training_links": None if (links := outcome.in_training_links) is None else {
             "checked": links.checked, "found": links.found},
+        "in_reranker_gold": {part: {"checked": overlap.checked, "found": overlap.found}
+                             for part, overlap in outcome.in_reranker_gold.items()} or None,
         "notes": list(ranker.notes),
         "timing": {"seconds": round(outcome.seconds, 3), "mentions": outcome.mentions,
                    "mentions_per_s": round(outcome.mentions / outcome.seconds, 1) if outcome.seconds > 0 else None},
@@ -459,6 +469,10 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
             f"{links.found:,} of {links.checked:,} gold mentions checked are training links of the index (--links at "
             "build): they find their own alias counts and contexts there, so these figures are in-sample; evaluate "
             "on documents held out of --links")
+    if fitted := [f"its {part} on {o.found:,} of the {o.checked:,} gold mentions checked"
+                  for part, o in outcome.in_reranker_gold.items() if o.found]:
+        out["notes"].append(f"the reranker was fitted on these documents ({'; '.join(fitted)}): these figures are "
+                            "in-sample; evaluate on documents it was not tuned on")
     if unlinkable.count and not outcome.excluded_unlinkable:
         out["notes"].append(f"{unlinkable.count} mention(s) could not be linked (missing text or span not matching) "
                             "and count as misses; --skip-bad leaves them out")

@@ -383,7 +383,8 @@ def recalibrate(reranker: Reranker, rows: TrainingRows, meta: dict | None = None
     logits = reranker.logits(rows.X)
     current = calibrated(logits, rows.mention, rows.mention_lang, reranker.calibration)
     calibration = fit_calibration(logits, rows, None, per_language, prior=current, prior_mentions=prior_mentions)
-    trees_from = {key: reranker.meta[key] for key in ("created", "gold", "fitted_on") if key in reranker.meta}
+    source = reranker.trees_meta()  # recalibrated before: the trees still come from that fit
+    trees_from = {key: source[key] for key in ("created", "gold", "fitted_on", "gold_sketch") if key in source}
     meta = {**_fit_meta(rows), "refit": "calibration", "trees_from": trees_from or "unknown", **(meta or {})}
     return dataclasses.replace(reranker, calibration=calibration, meta=meta)
 

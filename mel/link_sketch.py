@@ -9,6 +9,10 @@ uniform sample that needs no second pass and stays bounded for any number of lin
 them when there are fewer), and `mel index tune` measures how many of its gold mentions
 are among them.
 
+A reranker fitted on gold keeps a smaller sketch of the same kind, of its gold mentions, in its
+JSON (`sketch_json`): `mel eval` and `mel index tune` then say when the gold they are given is
+what the reranker was fitted on, whatever the files are called.
+
 A mention's fingerprint hashes its gold QID, its offsets and its text with WINDOW code
 points either side, so the same mention read from the same document gives the same
 fingerprint whichever reader (mel documents, DaMuEL) produced it.
@@ -27,6 +31,7 @@ from mel.errors import ArtifactError
 SKETCH_FILE = "link_sketch.npy"
 CAPACITY = 1 << 20  # fingerprints kept: 8 MiB at most
 WINDOW = 100  # code points of context either side of the mention, in the fingerprint
+GOLD_CAPACITY = 4096  # gold mentions a reranker's JSON keeps the fingerprints of: about 80 KB
 
 
 def mention_fingerprint(text: str, start: int, end: int, qid: int) -> int:
@@ -109,6 +114,23 @@ class LinkSketch:
             raise ArtifactError(f"{path}: not a link sketch (sorted distinct uint64, {kept} of at most {capacity})")
         return cls(values, record)
 
+    @classmethod
+    def from_json(cls, data: object, where: str) -> LinkSketch | None:
+        """A sketch written by `sketch_json`, checked; None when its fingerprints hash another
+        window than this mel's (they cannot be compared)."""
+        try:
+            if int(data["window"]) != WINDOW:  # type: ignore[index]
+                return None
+            capacity, mentions = int(data["capacity"]), int(data["mentions"])  # type: ignore[index]
+            values = np.array([int(text, 16) for text in data["fingerprints"]], dtype=np.uint64)  # type: ignore[index]
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ArtifactError(f"{where}: unreadable gold sketch ({exc})") from None
+        if capacity < 1 or len(values) > capacity or len(values) > mentions \
+                or (len(values) > 1 and not bool(np.all(values[1:] > values[:-1]))):
+            raise ArtifactError(f"{where}: not a gold sketch (sorted distinct fingerprints, at most "
+                                f"{capacity} and at most its {mentions} mentions)")
+        return cls(values, {"capacity": capacity, "mentions": mentions})
+
     def overlap(self, fingerprints: np.ndarray) -> LinkOverlap:
         """How many of `fingerprints` (uint64) are in the links: exactly when the sketch holds every
         link, else among those below its largest fingerprint (a uniform sample of the mentions)."""
@@ -116,3 +138,12 @@ class LinkSketch:
         checked = fingerprints[fingerprints <= self.fingerprints[-1]] if self.full else fingerprints
         found = int(np.isin(checked, self.fingerprints).sum()) if len(self.fingerprints) else 0
         return LinkOverlap(len(fingerprints), int(len(checked)), found)
+
+
+def sketch_json(fingerprints: np.ndarray, capacity: int = GOLD_CAPACITY) -> dict:
+    """The smallest `capacity` distinct of `fingerprints` (uint64) as JSON, hex strings (JSON
+    numbers past 2**53 do not survive every reader)."""
+    fingerprints = np.asarray(fingerprints, dtype=np.uint64)
+    kept = np.unique(fingerprints)[:capacity]
+    return {"capacity": capacity, "mentions": int(len(fingerprints)), "window": WINDOW,
+            "fingerprints": [f"{int(value):016x}" for value in kept]}

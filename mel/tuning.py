@@ -39,7 +39,7 @@ from mel.evaluation import (
 from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
-from mel.link_sketch import LinkOverlap
+from mel.link_sketch import LinkOverlap, sketch_json
 from mel.linker.folder import RERANKER_FILE
 from mel.linker.model import Reranker
 from mel.linker.ranker import FusedLinker
@@ -168,6 +168,7 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
         raise ValueError(f"refit must be one of {REFITS}, not {refit!r}")
     report = report if report is not None else SkipReport()
     sets = [(path, gold_documents(path, report)) for path in gold]
+    fingerprints = gold_fingerprints(m for _, documents in sets for document in documents for m in document.mentions)
     sketch = linker.training_links()
     in_links: list[LinkOverlap] = []
     for path, documents in sets:
@@ -190,9 +191,9 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
     rows = concatenate(parts)
     train, held = split(rows)
     notes = []
-    if refit != "trees" and (again := sorted(set(map(str, gold)) & trees_gold(linker.reranker))):
-        notes.append(f"the trees of {index}'s current reranker were fitted on {', '.join(again)}: recalibrated on "
-                     "it, their held-out figures are in-sample (tune a copy of the untuned index, or --refit trees)")
+    if refit != "trees" and (fitted_on := trees_fitted_on(linker.reranker, gold, fingerprints, f"{index}'s reranker")):
+        notes.append(f"the trees of {index}'s current reranker were fitted on {fitted_on}: recalibrated on it, their "
+                     "held-out figures are in-sample (tune a copy of the untuned index, or --refit trees)")
     fitted = {"calibration": recalibrate(linker.reranker, train)}
     if refit != "calibration":
         fitted["trees"] = fit_reranker(train, settings)
@@ -201,7 +202,7 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
         else (refit, None)
     measured = {name: measure(reranker, held, tops[name]) for name, reranker in fitted.items()}
     held_out = {"before": measure(linker.reranker, held), "after": measured[chosen], "refits": measured}
-    meta = {"gold": [str(p) for p in gold], "held_out": held_out}
+    meta = {"gold": [str(p) for p in gold], "held_out": held_out, "gold_sketch": sketch_json(fingerprints)}
     final = fit_reranker(rows, settings, meta=meta) if chosen == "trees" else recalibrate(linker.reranker, rows, meta)
     write_reranker(Path(index), final)
     return {"index": str(index), "gold": [str(p) for p in gold], "documents": offset, "mentions": rows.mentions,
@@ -212,13 +213,20 @@ def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
             "skipped": report.to_json(), "notes": notes}
 
 
+def trees_fitted_on(reranker: Reranker, gold: Sequence[str], fingerprints: np.ndarray, where: str) -> str:
+    """What of `gold` (its mentions' fingerprints) the reranker's trees were fitted on, in words
+    ("" when none): by the sketch of their gold mentions; a reranker tuned by a mel that kept
+    none names its gold files."""
+    sketch = reranker.gold_sketches(where).get("trees")
+    if sketch is not None:
+        overlap = sketch.overlap(fingerprints)
+        return f"{overlap.found:,} of the {overlap.checked:,} gold mentions checked" if overlap.found else ""
+    return ", ".join(sorted(set(map(str, gold)) & trees_gold(reranker)))
+
+
 def trees_gold(reranker: Reranker) -> set[str]:
     """The gold files a reranker's trees were fitted on (as given to `mel index tune`)."""
-    meta = reranker.meta
-    if meta.get("refit") == "calibration":
-        source = meta.get("trees_from")
-        meta = source if isinstance(source, dict) else {}
-    gold = meta.get("gold")
+    gold = reranker.trees_meta().get("gold")
     return {str(path) for path in gold} if isinstance(gold, list) else set()
 
 

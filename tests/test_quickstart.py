@@ -47,3 +47,9 @@ def test_quickstart_steps(default_model, tmp_path):
     assert linker["R@10"] == pytest.approx(float(stated.group(2)), abs=0.005)
     assert linker["R@1"] >= labels["R@1"]  # the untuned linker is never worse than its string view
     assert json.loads(reports["linker"].read_text())["calibration"]["ece"] <= 0.2
+    # The shipped reranker was fitted on the sample, and the report says so.
+    report = json.loads(reports["linker"].read_text())
+    checked = report["in_reranker_gold"]["trees"]
+    assert checked["checked"] > 100 and checked["found"] == checked["checked"]
+    assert any("these figures are in-sample" in note for note in report["notes"])
+    assert json.loads(reports["labels"].read_text())["in_reranker_gold"] is None

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from mel.errors import ArtifactError
+from mel.link_sketch import LinkSketch
 
 FORMAT = "mel.reranker.v1"
 DEFAULT_FILE = "default-reranker.json"
@@ -129,6 +130,24 @@ class Reranker:
         or not), `langs` is each mention's language."""
         return calibrated(self.logits(X), mention, langs, self.calibration)
 
+    def trees_meta(self) -> dict:
+        """The meta of the fit its trees come from (a recalibration keeps an earlier fit's trees)."""
+        if self.meta.get("refit") == "calibration":
+            source = self.meta.get("trees_from")
+            return source if isinstance(source, dict) else {}
+        return self.meta
+
+    def gold_sketches(self, where: str) -> dict[str, LinkSketch]:
+        """Sketches of the gold mentions its trees and its calibration were fitted on ("trees",
+        "calibration"; the trees' gold also calibrated them), those it keeps."""
+        recalibrated = self.meta.get("refit") == "calibration"
+        parts = {"trees": self.trees_meta(), "calibration": self.meta if recalibrated else {}}
+        out = {}
+        for part, meta in parts.items():
+            if "gold_sketch" in meta and (sketch := LinkSketch.from_json(meta["gold_sketch"], f"{where}: {part}")):
+                out[part] = sketch
+        return out
+
     def to_json(self) -> dict:
         return {"format": FORMAT, "features": list(self.features), "init": self.init,
                 "learning_rate": self.learning_rate, "trees": [tree.to_json() for tree in self.trees],
@@ -154,8 +173,10 @@ class Reranker:
             raise ArtifactError(f"{where}: malformed reranker ({exc})") from None
         if not (math.isfinite(init) and math.isfinite(rate)):
             raise ArtifactError(f"{where}: init and learning_rate must be finite")
-        return cls(features, init, rate, trees, Calibration.from_json(data.get("calibration") or {}, where),
-                   dict(data.get("meta") or {}), columns)
+        out = cls(features, init, rate, trees, Calibration.from_json(data.get("calibration") or {}, where),
+                  dict(data.get("meta") or {}), columns)
+        out.gold_sketches(where)  # checked on reading, not first when an evaluation looks
+        return out
 
 
 def softmax_probabilities(logits: np.ndarray, mention: np.ndarray, temperature: float,

@@ -95,6 +95,10 @@ class FusedLinker:
         """The sketch of the training links its alias table was counted from (None: no such table)."""
         return self.aliases.link_sketch() if self.aliases is not None else None
 
+    def gold_sketches(self) -> dict[str, LinkSketch]:
+        """Sketches of the gold mentions its reranker's trees and calibration were fitted on."""
+        return self.reranker.gold_sketches(f"{self.index.folder}: reranker")
+
     # -- the ranker protocol ---------------------------------------------------
 
     @property

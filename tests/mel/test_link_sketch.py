@@ -1,4 +1,5 @@
-"""The training links' fingerprints that an alias table keeps (mel.link_sketch), and what they tell."""
+"""The training links' fingerprints that an alias table keeps, the gold fingerprints a reranker keeps
+(mel.link_sketch), and what they tell."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from mel.aliases import AliasTable, build_alias_table
 from mel.errors import ArtifactError
-from mel.link_sketch import SKETCH_FILE, LinkSketch, SketchBuilder, mention_fingerprint
+from mel.link_sketch import SKETCH_FILE, WINDOW, LinkSketch, SketchBuilder, mention_fingerprint, sketch_json
 
 
 def test_a_fingerprint_depends_on_the_entity_the_place_and_the_words_around():
@@ -75,3 +76,27 @@ def test_a_table_of_training_links_keeps_their_sketch_and_checks_it(tmp_path):
     np.save(tmp_path / "a" / SKETCH_FILE, sketch.fingerprints.astype(np.int64))
     with pytest.raises(ArtifactError, match="not a link sketch"):
         AliasTable.open(tmp_path / "a").link_sketch()
+
+
+def test_a_reranker_gold_sketch_goes_through_json_and_is_checked():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)
+    gold[-1] = 2**64 - 1  # past what a float (and some JSON readers) keeps exactly
+    data = json.loads(json.dumps(sketch_json(np.concatenate([gold, gold[:10]]), capacity=100)))
+    assert data["mentions"] == 310 and data["window"] == WINDOW and len(data["fingerprints"]) == 100
+    sketch = LinkSketch.from_json(data, "reranker.json")
+    assert sketch.full and sketch.fingerprints.tolist() == np.sort(gold)[:100].tolist()
+    assert sketch.overlap(gold).found == sketch.overlap(gold).checked > 0
+    small = LinkSketch.from_json(sketch_json(gold, capacity=1000), "reranker.json")
+    assert not small.full and small.overlap(gold[:50]).found == 50
+    assert small.overlap(np.array([7], np.uint64)).found == 0
+    # Fingerprints of another window cannot be compared: no sketch, and no error.
+    assert LinkSketch.from_json({**data, "window": WINDOW + 1}, "reranker.json") is None
+    for bad, why in (({**data, "fingerprints": data["fingerprints"][::-1]}, "not a gold sketch"),
+                     ({**data, "fingerprints": ["zz"]}, "unreadable gold sketch"),
+                     ({**data, "capacity": 10}, "not a gold sketch"),
+                     ({**data, "capacity": 0, "fingerprints": []}, "not a gold sketch"),
+                     ({k: v for k, v in data.items() if k != "mentions"}, "unreadable gold sketch"),
+                     ("sketch", "unreadable gold sketch")):
+        with pytest.raises(ArtifactError, match=why):
+            LinkSketch.from_json(bad, "reranker.json")

@@ -182,6 +182,20 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
     assert manifest["reranker"]["gold"] == [str(gold)] and (index / "reranker.json").is_file()
     assert json.loads(report.read_text())["held_out"]["after"]["mentions"] == 6  # documents 4 and 9
     assert run("index", "verify", index, "--sample", "10").exit_code == 0
+    # Evaluated on the gold it was tuned on, the index says its figures are in-sample; on other
+    # documents it checks them and says nothing.
+    evaluated = tmp_path / "eval.json"
+    result = run("eval", "jsonl", gold, "--index", index, "--report", evaluated)
+    assert result.exit_code == 0, result.output
+    data = json.loads(evaluated.read_text())
+    assert data["in_reranker_gold"] == {"trees": {"checked": 30, "found": 30}}
+    assert ("mel: note: the reranker was fitted on these documents (its trees on 30 of the 30 gold mentions "
+            "checked): these figures are in-sample") in result.stderr
+    other = write_jsonl(tmp_path / "other.jsonl", [doc("o", "Germany beat France.", ("Germany", "Q183"),
+                                                       ("France", "Q142"))])
+    result = run("eval", "jsonl", other, "--index", index, "--report", evaluated)
+    assert result.exit_code == 0 and "in-sample" not in result.stderr
+    assert json.loads(evaluated.read_text())["in_reranker_gold"] == {"trees": {"checked": 2, "found": 0}}
     (record,) = link(index, tmp_path, [doc("d", "France won.", ("France", None))])
     assert record["mentions"][0]["qid"] == "Q142"
     (index / "reranker.json").write_text((index / "reranker.json").read_text().replace('"init": ', '"init": 1'))
@@ -227,11 +241,22 @@ def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_n
     assert same_trees(again, trees) and again.meta["trees_from"]["gold"] == [str(gold)]
     assert set(json.loads(report.read_text())["held_out"]["refits"]) == {"calibration"}
     # Those trees were fitted on this very gold, and the recalibration says so (again when the
-    # current reranker is itself a recalibration of them).
-    assert (f"mel: note: the trees of {index}'s current reranker were fitted on {gold}: recalibrated on it, their "
-            "held-out figures are in-sample") in result.stderr
-    result = run("index", "tune", index, "--gold", gold, "-q")
-    assert result.exit_code == 0 and "held-out figures are in-sample" in result.stderr
+    # current reranker is itself a recalibration of them, and whatever the gold file is called:
+    # the reranker keeps a sketch of its gold mentions).
+    assert (f"mel: note: the trees of {index}'s current reranker were fitted on 30 of the 30 gold mentions "
+            "checked: recalibrated on it, their held-out figures are in-sample") in result.stderr
+    renamed = tmp_path / "renamed.jsonl"
+    renamed.write_bytes(gold.read_bytes())
+    result = run("index", "tune", index, "--gold", renamed, "-q")
+    assert result.exit_code == 0 and "fitted on 30 of the 30 gold mentions checked" in result.stderr
+    twice = read_reranker(index / "reranker.json", FEATURES)  # a recalibration of a recalibration
+    assert same_trees(twice, trees) and twice.meta["trees_from"]["created"] == trees.meta["created"]
+    assert twice.meta["trees_from"]["gold"] == [str(gold)] and twice.meta["gold"] == [str(renamed)]
+    other = write_jsonl(tmp_path / "other.jsonl", [
+        doc(f"o{i}", f"Report {i}: Germany and France signed in Paris.", ("Germany", "Q183"), ("France", "Q142"))
+        for i in range(10)])
+    result = run("index", "tune", index, "--gold", other, "-q")
+    assert result.exit_code == 0 and "in-sample" not in result.stderr
 
 
 def test_tune_reads_a_mewsli_folder_as_it_reads_mel_documents(default_model, tmp_path):

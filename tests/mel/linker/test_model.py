@@ -42,6 +42,10 @@ def test_calibrated_is_monotone_within_a_mention():
     (lambda d: d["trees"][0].update(feature=[len(FEATURES)] * len(d["trees"][0]["feature"])), "inconsistent"),
     (lambda d: d["calibration"].update(temperature=-1), "out of range"),
     (lambda d: d.pop("trees"), "malformed"),
+    (lambda d: d["meta"].update(gold_sketch={"capacity": 4, "mentions": 2, "window": 100, "fingerprints": ["x"]}),
+     "trees: unreadable gold sketch"),
+    (lambda d: d["meta"].update(refit="calibration", trees_from={}, gold_sketch={
+        "capacity": 1, "mentions": 2, "window": 100, "fingerprints": ["02", "01"]}), "calibration: not a gold sketch"),
 ])
 def test_a_damaged_reranker_file_is_refused(tmp_path, change, message):
     data = fit_reranker(synthetic_rows(200, seed=6), FitSettings(trees=12)).to_json()
