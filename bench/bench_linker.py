@@ -83,7 +83,7 @@ def english_micro(sets: dict) -> dict:
 
 
 def documents_of(name: str):
-    from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.gold import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
     from mel.skips import SkipReport
 
     if name == "sample":

@@ -39,7 +39,7 @@ FOLDS = 5
 
 
 def documents(name: str):
-    from mel.evaluation import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.gold import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
     from mel.skips import SkipReport
 
     if name == "sample":
@@ -122,8 +122,8 @@ def main() -> int:
     if work is None:
         return 0
     from mel.artifacts import write_json
-    from mel.evaluation import gold_fingerprints
     from mel.fitting import FitSettings, concatenate, fit_reranker, measure
+    from mel.gold import gold_fingerprints
     from mel.link_sketch import sketch_json
 
     rows, groups, sizes, base = [], [], [], 0

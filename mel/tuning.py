@@ -27,7 +27,8 @@ import numpy as np
 from mel.artifacts import read_json, sha256_file, write_json
 from mel.damuel import is_damuel_part
 from mel.errors import InputError
-from mel.evaluation import (
+from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
+from mel.gold import (
     EvalDocument,
     EvalMention,
     SourceNotes,
@@ -36,7 +37,6 @@ from mel.evaluation import (
     mewsli_documents,
     resolve_mewsli,
 )
-from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
 from mel.indexes.manifest import MANIFEST_FILE
 from mel.kb import read_training_mentions
 from mel.link_sketch import LinkOverlap, sketch_json

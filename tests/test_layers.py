@@ -29,7 +29,7 @@ LAYERS = {
     "mel.retrieval": (2, "stages"),
     "mel.rankers": (2, "stages"), "mel.model_cache": (2, "stages"), "mel.pipeline": (2, "stages"),
     "mel.linker": (2, "stages"), "mel.methods": (2, "stages"), "mel.confidence": (2, "stages"),
-    "mel.fitting": (2, "stages"),
+    "mel.fitting": (2, "stages"), "mel.gold": (2, "stages"),
     # the jobs
     "mel.linking": (3, "jobs"), "mel.evaluation": (3, "jobs"), "mel.indexing": (3, "jobs"),
     "mel.training": (3, "jobs"), "mel.tuning": (3, "jobs"), "mel.link_runs": (3, "jobs"),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mel.errors import InputError
-from mel.evaluation import EvalDocument, EvalSpec, evaluate, read_gold
+from mel.evaluation import evaluate
+from mel.gold import EvalDocument, EvalSpec, read_gold
 from mel.indexes.searcher import Index
 from mel.mentions import MentionSpan, MentionTokenizer
 from mel.rankers import Ranking

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mel.errors import InputError
-from mel.evaluation import EvalSpec
+from mel.gold import EvalSpec
 from mel.runtime import DEVICES
 
 FIRST_ROUND_NEGATIVES = ("context", "mention")

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from mel.aliases import AliasTable, build_alias_table
 from mel.cli import main
-from mel.evaluation import EvalMention, Tally, Unlinkable, gold_positions
+from mel.evaluation import Tally, Unlinkable, gold_positions
+from mel.gold import EvalMention
 from mel.rankers import FuzzyRanker, tie_order
 from mel.records import MentionProblem, ProblemKind
 from tests.mel.mewsli_folder import HEADER, write_mewsli
@@ -164,7 +165,7 @@ def test_biencoder_end_to_end_agrees_with_mel_link(mewsli, default_model, tmp_pa
     assert report["index"]["query_encoding"] == "context"
     assert [note for note in report["notes"] if "could not be linked" not in note] == []
 
-    from mel.evaluation import SourceNotes, mewsli_documents
+    from mel.gold import SourceNotes, mewsli_documents
     from mel.skips import SkipReport
 
     docs = tmp_path / "docs.jsonl"
@@ -416,7 +417,7 @@ def test_a_mewsli_folder_with_no_usable_mention_says_why(label_index, tmp_path):
 
 def test_train_eval_sets_without_gold_mentions_say_why(tmp_path):
     from mel.errors import InputError
-    from mel.evaluation import EvalSpec
+    from mel.gold import EvalSpec
     from mel.training.evaluation import read_held_out
 
     gold = tmp_path / "held.jsonl"
