@@ -330,7 +330,7 @@ def build_report(outcome: EvalOutcome, *, method: str, ranker: Ranker, dataset: 
     if fitted := [f"its {part} on {o.found:,} of the {o.checked:,} gold mentions checked"
                   for part, o in outcome.in_reranker_gold.items() if o.found]:
         out["notes"].append(f"the reranker was fitted on these documents ({'; '.join(fitted)}): these figures are "
-                            "in-sample; evaluate on documents it was not tuned on")
+                            "in-sample; evaluate on documents it was not fitted on")
     if unlinkable.count and not outcome.excluded_unlinkable:
         out["notes"].append(f"{unlinkable.count} mention(s) could not be linked (missing text or span not matching) "
                             "and count as misses; --skip-bad leaves them out")
