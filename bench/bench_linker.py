@@ -83,13 +83,10 @@ def english_micro(sets: dict) -> dict:
 
 
 def documents_of(name: str):
-    from mel.gold import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.gold import gold_documents
     from mel.skips import SkipReport
 
-    if name == "sample":
-        root, langs = resolve_mewsli(linker_data.gold_path(name), None)
-        return list(mewsli_documents(root, langs, report=SkipReport(), notes=SourceNotes()))
-    return list(jsonl_documents(linker_data.gold_path(name), None, report=SkipReport(), notes=SourceNotes()))
+    return gold_documents(str(linker_data.gold_path(name)), SkipReport())
 
 
 def speed(index: Path, gold: Path, work: Path, docs: int) -> dict:

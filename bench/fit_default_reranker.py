@@ -39,14 +39,11 @@ FOLDS = 5
 
 
 def documents(name: str):
-    from mel.gold import SourceNotes, jsonl_documents, mewsli_documents, resolve_mewsli
+    from mel.gold import gold_documents
     from mel.skips import SkipReport
 
-    if name == "sample":
-        root, langs = resolve_mewsli(linker_data.gold_path(name), None)
-        return list(mewsli_documents(root, langs, report=SkipReport(), notes=SourceNotes()))
-    docs = list(jsonl_documents(linker_data.gold_path(name), None, report=SkipReport(), notes=SourceNotes()))
-    if name == "hipe2022-dev":  # jsonl_documents yields the documents with gold mentions, in file order
+    docs = gold_documents(str(linker_data.gold_path(name)), SkipReport())
+    if name == "hipe2022-dev":  # the reader yields the documents with gold mentions, in file order
         docs = [d for d, doc_id in zip(docs, _hipe_ids(), strict=True) if doc_id.startswith(CC_BY_HIPE)]
     return docs
 

@@ -1,5 +1,5 @@
-"""Gold mentions, read from Mewsli-9 folders and mel documents JSON Lines: what `mel eval`,
-`mel index tune` and `mel train --eval` rank and count.
+"""Gold mentions, read from Mewsli-9 folders, mel documents JSON Lines and (for tuning) DaMuEL
+links: what `mel eval`, `mel index tune` and `mel train --eval` rank and count.
 
 Both readers stream one document at a time (`EvalDocument`, its gold mentions). A mention that
 cannot be linked (its text missing, its span not spelling it) keeps its place with no span and
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mel.damuel import is_damuel_part
 from mel.documents import BadRecord, read_documents
 from mel.errors import InputError
+from mel.kb import read_training_mentions
 from mel.link_sketch import mention_fingerprint
 from mel.mentions import MentionSpan
 from mel.mewsli import iter_document_runs, mewsli_languages
@@ -169,3 +171,34 @@ def gold_fingerprints(mentions: Iterable[EvalMention]) -> np.ndarray:
     training links of an index's alias table and with the gold a reranker was fitted on."""
     return np.array([mention_fingerprint(m.span.text, m.span.start, m.span.end, m.gold)
                      for m in mentions if m.span is not None], dtype=np.uint64)
+
+
+def gold_documents(path: str, report: SkipReport) -> list[EvalDocument]:
+    """Gold documents from mel documents JSON Lines, a Mewsli-9 folder, or DaMuEL links (a part's pages),
+    told apart by what the path is (`mel index tune --gold`)."""
+    folder = Path(path)
+    notes = SourceNotes()
+    if folder.is_dir() and (is_damuel_part(folder) or any(is_damuel_part(p) for p in folder.iterdir())):
+        return _damuel_documents(path, report)
+    if folder.is_dir():
+        root, langs = resolve_mewsli(folder, None)
+        return list(mewsli_documents(root, langs, report=report, notes=notes))
+    return list(jsonl_documents(path, None, report=report, notes=notes))
+
+
+def _damuel_documents(path: str, report: SkipReport) -> list[EvalDocument]:
+    """A page's wiki-origin links as one gold document."""
+    out: list[EvalDocument] = []
+    page: list[EvalMention] = []
+    current = None
+    for mention in read_training_mentions([path], report=report):
+        if mention.source != current and page:
+            out.append(EvalDocument(tuple(page)))
+            page = []
+        current = mention.source
+        page.append(EvalMention(lang=mention.lang or "und", gold=qid_to_int(mention.qid),
+                                span=MentionSpan(mention.text, mention.start, mention.end, mention.lang),
+                                location=mention.source))
+    if page:
+        out.append(EvalDocument(tuple(page)))
+    return out

@@ -25,27 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from mel.artifacts import read_json, sha256_file, write_json
-from mel.damuel import is_damuel_part
 from mel.errors import InputError
 from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
-from mel.gold import (
-    EvalDocument,
-    EvalMention,
-    SourceNotes,
-    gold_fingerprints,
-    jsonl_documents,
-    mewsli_documents,
-    resolve_mewsli,
-)
+from mel.gold import EvalDocument, gold_documents, gold_fingerprints
 from mel.indexes.manifest import MANIFEST_FILE
-from mel.kb import read_training_mentions
 from mel.link_sketch import LinkOverlap, sketch_json
 from mel.linker.folder import RERANKER_FILE
 from mel.linker.model import Reranker
 from mel.linker.ranker import FusedLinker
-from mel.mentions import MentionSpan
 from mel.pipeline import run_stream
-from mel.qids import qid_to_int
 from mel.skips import SkipReport
 from mel.streams import display_name
 
@@ -128,36 +116,6 @@ def split(rows: TrainingRows) -> tuple[TrainingRows, TrainingRows]:
 
 
 # --- `mel index tune` ----------------------------------------------------------------------
-
-
-def gold_documents(path: str, report: SkipReport) -> list[EvalDocument]:
-    """Gold documents from mel documents JSON Lines, a Mewsli-9 folder, or DaMuEL links (a part's pages)."""
-    folder = Path(path)
-    notes = SourceNotes()
-    if folder.is_dir() and (is_damuel_part(folder) or any(is_damuel_part(p) for p in folder.iterdir())):
-        return _damuel_documents(path, report)
-    if folder.is_dir():
-        root, langs = resolve_mewsli(folder, None)
-        return list(mewsli_documents(root, langs, report=report, notes=notes))
-    return list(jsonl_documents(path, None, report=report, notes=notes))
-
-
-def _damuel_documents(path: str, report: SkipReport) -> list[EvalDocument]:
-    """A page's wiki-origin links as one gold document."""
-    out: list[EvalDocument] = []
-    page: list[EvalMention] = []
-    current = None
-    for mention in read_training_mentions([path], report=report):
-        if mention.source != current and page:
-            out.append(EvalDocument(tuple(page)))
-            page = []
-        current = mention.source
-        page.append(EvalMention(lang=mention.lang or "und", gold=qid_to_int(mention.qid),
-                                span=MentionSpan(mention.text, mention.start, mention.end, mention.lang),
-                                location=mention.source))
-    if page:
-        out.append(EvalDocument(tuple(page)))
-    return out
 
 
 def tune_index(index: str | Path, gold: Sequence[str], linker: FusedLinker, *,
