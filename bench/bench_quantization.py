@@ -13,7 +13,7 @@ Every route quantises the same fp32 graph of the offline default model
   (examples/make_calibration.py leaves them out). "agree" is the share of queries whose
   top label is the same as fp32's.
 - **dev R@1**: when the entity-linking dev sets are present (`--dev-sets`, default
-  $MEL_DEV_SETS or /work/shared/data/el-dev; they are not redistributable and are read in
+  $MEL_EL_DEV or ../shared/data/el-dev, as for the linker benches; they are not redistributable and are read in
   place, never copied), each set's gold mention strings query all of the set's KB names
   (labels and aliases, every language); a hit is a top name of the gold QID. Micro-average
   over sets with at least 50 mentions. Skipped when the folder is absent.
@@ -46,6 +46,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import linker_data  # noqa: E402
 from bench_encoder import make_inputs  # noqa: E402
 
 from mel.artifacts import command_line, tool_versions, write_json  # noqa: E402
@@ -188,7 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--routes", default="dynamic,static,shipped,shipped-reduce-range,qdq-standard")
     parser.add_argument("--sensitivity", action="store_true", help="`shipped` with one kind of matrix in fp32")
-    parser.add_argument("--dev-sets", default=os.environ.get("MEL_DEV_SETS", "/work/shared/data/el-dev"))
+    parser.add_argument("--dev-sets", default=str(linker_data.EL_DEV))
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--work", default="/tmp/mel-bench-quantization")
     parser.add_argument("--out", default=str(HERE / "results" / "quantization.json"))
