@@ -33,6 +33,8 @@ _RECORDED_TOOLS = (
     "onnxruntime",
     "onnxruntime-gpu",
     "scann",
+    "scikit-learn",  # fits the linker's reranker (mel index tune)
+    "scipy",
     "tokenizers",
     "torch",
     "transformers",

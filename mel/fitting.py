@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mel import __version__
+from mel.artifacts import tool_versions
 from mel.confidence import Reliability
 from mel.errors import InputError
 from mel.linker.features import COLUMN, FEATURES, first_rows
@@ -371,7 +372,7 @@ def fit_reranker(rows: TrainingRows, settings: FitSettings = FitSettings(), meta
 
 def _fit_meta(rows: TrainingRows) -> dict:
     return {"mel_version": __version__, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "mentions": rows.mentions, "rows": int(len(rows.y))}
+            "tool_versions": tool_versions(), "mentions": rows.mentions, "rows": int(len(rows.y))}
 
 
 def recalibrate(reranker: Reranker, rows: TrainingRows, meta: dict | None = None, per_language: bool = True,
@@ -384,7 +385,8 @@ def recalibrate(reranker: Reranker, rows: TrainingRows, meta: dict | None = None
     current = calibrated(logits, rows.mention, rows.mention_lang, reranker.calibration)
     calibration = fit_calibration(logits, rows, None, per_language, prior=current, prior_mentions=prior_mentions)
     source = reranker.trees_meta()  # recalibrated before: the trees still come from that fit
-    trees_from = {key: source[key] for key in ("created", "gold", "fitted_on", "gold_sketch") if key in source}
+    kept = ("created", "tool_versions", "gold", "fitted_on", "gold_sketch")
+    trees_from = {key: source[key] for key in kept if key in source}
     meta = {**_fit_meta(rows), "refit": "calibration", "trees_from": trees_from or "unknown", **(meta or {})}
     return dataclasses.replace(reranker, calibration=calibration, meta=meta)
 

@@ -180,6 +180,13 @@ def test_tune_writes_a_checksummed_reranker_that_link_uses(default_model, tmp_pa
     assert "held-out R@1" in result.stderr and "a perfectly calibrated linker would show" in result.stderr
     manifest = json.loads((index / "manifest.json").read_text())
     assert manifest["reranker"]["gold"] == [str(gold)] and (index / "reranker.json").is_file()
+    # The manifest says how the reranker was made, and the reranker which fitting library grew its trees.
+    from mel.artifacts import command_line
+
+    assert manifest["reranker"]["command"] == command_line()
+    assert {"mel", "scikit-learn", "scipy"} <= set(manifest["reranker"]["tool_versions"])
+    written = json.loads((index / "reranker.json").read_text())["meta"]
+    assert written["tool_versions"]["scikit-learn"] == manifest["reranker"]["tool_versions"]["scikit-learn"]
     assert json.loads(report.read_text())["held_out"]["after"]["mentions"] == 6  # documents 4 and 9
     assert run("index", "verify", index, "--sample", "10").exit_code == 0
     # Evaluated on the gold it was tuned on, the index says its figures are in-sample; on other
@@ -239,6 +246,7 @@ def test_tune_on_a_little_gold_recalibrates_the_current_trees_unless_asked_for_n
     assert result.exit_code == 0 and "(--refit calibration)" in result.stderr
     again = read_reranker(index / "reranker.json", FEATURES)
     assert same_trees(again, trees) and again.meta["trees_from"]["gold"] == [str(gold)]
+    assert again.meta["trees_from"]["tool_versions"] == trees.meta["tool_versions"]
     assert set(json.loads(report.read_text())["held_out"]["refits"]) == {"calibration"}
     # Those trees were fitted on this very gold, and the recalibration says so (again when the
     # current reranker is itself a recalibration of them, and whatever the gold file is called:
