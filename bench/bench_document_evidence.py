@@ -178,6 +178,7 @@ def main() -> int:
             if run == "first_pass":
                 results["sets"][name]["coref_longer"] = figures = coref_longer_figures(rows, reranker)
                 print(f"{'':14s} coref_longer: {figures}", flush=True)
+    results.update(linker_data.provenance())
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
     return 0

@@ -77,6 +77,17 @@ def build(kb: Path, folder: Path, kinds: str = "label,description", links: Path 
     return folder
 
 
+def provenance() -> dict:
+    """What the figures depend on besides the code and the sets: the tool versions (the int8 model
+    is quantised by onnxruntime, the reranker fitted by scikit-learn) and the default model's files."""
+    from mel.artifacts import tool_versions
+    from mel.model_cache import resolve_model
+
+    manifest = resolve_model(None).manifest
+    files = {name: digest[:12] for name, digest in manifest.files.items()}
+    return {"tool_versions": tool_versions(), "model": {"identity": manifest.identity[:12], "files": files}}
+
+
 def rows_key(index: Path, *inputs: Path) -> str:
     """What candidate rows depend on: the source code of mel and of the benches (which choose the
     documents), the index's manifest (which holds its checksums) and the input files (a Mewsli-9

@@ -1,6 +1,6 @@
 """The dev-set benches (bench/bench_linker.py, bench_document_evidence.py, fit_default_reranker.py,
-bench_own_links.py): the leave-one-set-out folds they share, the links / tune / test split, and a
-clean skip where the dev sets are absent (CI has none)."""
+bench_own_links.py): the leave-one-set-out folds they share, the links / tune / test split, the
+own-gold folds, and a clean skip where the dev sets are absent (CI has none)."""
 
 from __future__ import annotations
 
@@ -86,3 +86,30 @@ def test_cached_rows_are_keyed_by_the_code_the_index_and_the_gold(tmp_path):
     changed = linker_data.rows_key(index, gold, folder)
     (index / "manifest.json").write_text('{"format": 2}')
     assert linker_data.rows_key(index, gold, folder) != changed
+
+
+def test_own_gold_measures_every_mention_once_with_trees_fitted_on_the_other_folds(monkeypatch):
+    import bench_linker
+    import numpy as np
+
+    import mel.fitting
+    from tests.mel.synthetic_rows import synthetic_rows
+
+    rows = synthetic_rows(500, seed=3)
+    fitted_on: list[set[int]] = []
+    real_fit = mel.fitting.fit_reranker
+
+    def recording_fit(subset, *args, **kwargs):
+        fitted_on.append(set(subset.mention_doc))
+        return real_fit(subset, *args, **kwargs)
+
+    monkeypatch.setattr(mel.fitting, "fit_reranker", recording_fit)
+    own = bench_linker.own_gold(rows, seed=0)
+    assert own["mentions"] == rows.mentions and len(fitted_on) == 5
+    for fold, documents in enumerate(fitted_on):
+        assert documents and all(d % 5 != fold for d in documents)
+    # The gold is drawn from softmax(string_score / 2): the best a ranker can do is the top score.
+    score = rows.X[:, mel.fitting.FEATURES.index("string_score")]
+    top = np.array([np.argmax(np.where(rows.mention == m, score, -np.inf)) for m in range(rows.mentions)])
+    best = float(rows.y[top].mean())
+    assert best - 0.05 <= own["R@1"] <= best + 0.02
