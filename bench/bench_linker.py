@@ -87,7 +87,7 @@ def own_gold(collected, seed: int, folds: int = 5) -> dict:
     stated, right = [], []
     for fold in range(folds):
         held = documents % folds == fold
-        reranker = fit_reranker(collected.subset(~held), FitSettings(seed=seed), per_language=False, as_stated=False)
+        reranker = fit_reranker(collected.subset(~held), FitSettings(seed=seed))  # as mel index tune fits
         p_top, correct = stated_top(reranker, collected.subset(held))
         stated.append(p_top)
         right.append(correct)
