@@ -1,6 +1,7 @@
 """The committed bench results (bench/results/*.json): each is valid JSON and
 holds no path of the machine it ran on (a result is read on other machines); every bench that
-writes one records the command that made it (results written before they did lack it)."""
+writes one records the command that made it (results written before they did lack it), and
+the linker benches also the tool versions and model they ran with."""
 
 from __future__ import annotations
 
@@ -52,3 +53,11 @@ def test_every_bench_that_writes_a_result_records_its_command():
     assert len(writers) >= 10
     silent = [path.name for path in writers if not re.search(r"[\"']command[\"']|command_line\(\)", path.read_text())]
     assert not silent, f"benches writing results without their command: {silent}"
+
+
+@pytest.mark.parametrize("name", ["linker.json", "own_links.json", "document_evidence.json"])
+def test_the_linker_results_record_the_tools_and_the_model_they_ran_with(name):
+    # Their figures move with onnxruntime (which quantises the default model) and scikit-learn.
+    result = orjson.loads((RESULTS[0].parent / name).read_bytes())
+    assert {"onnxruntime", "scikit-learn", "numpy"} <= set(result["tool_versions"])
+    assert set(result["model"]["files"]) >= {"model.onnx", "model.int8.onnx"} and result["model"]["identity"]
