@@ -17,6 +17,10 @@ from Wikipedia sentences, German and Finnish from newspapers), and a per-languag
 the source (the English one made the English dev sets' probabilities 0.1 to 0.15 too high).
 The file keeps a sketch of its gold mentions' fingerprints (mel.link_sketch), so that `mel eval`
 on these sets says its figures are in-sample.
+The fit reproduces the shipped file (all but `created`) only with the tools that made it: the
+candidate rows' scores come from the int8 default model, which onnxruntime quantises when it is
+first built, and scikit-learn grows the trees. Elsewhere (onnxruntime 1.32.0, scikit-learn 1.9.1
+on a fresh machine) it grows other trees; mel ships the one file.
 """
 
 from __future__ import annotations
