@@ -24,7 +24,6 @@ probability and the accuracy of the mentions whose top candidate it marks.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -178,9 +177,7 @@ def main() -> int:
             if run == "first_pass":
                 results["sets"][name]["coref_longer"] = figures = coref_longer_figures(rows, reranker)
                 print(f"{'':14s} coref_longer: {figures}", flush=True)
-    results.update(linker_data.provenance())
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
+    linker_data.write_results(results, RESULTS)
     return 0
 
 

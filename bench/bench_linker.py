@@ -228,9 +228,7 @@ def main() -> int:
                                             "gain_R@1_points": round(100 * (linker["R@1"] - labels["R@1"]), 1)}
         print(f"union KB {name:17s} labels {100 * labels['R@1']:5.1f}  linker {100 * linker['R@1']:5.1f}", flush=True)
     results = {key: results[key] for key in ("sets", "command", "english_micro", "english_union_kb", "speed")}
-    results.update(linker_data.provenance())
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
+    linker_data.write_results(results, RESULTS)
     return 0
 
 

@@ -96,9 +96,7 @@ def main() -> int:
                           f"(ECE {entry[tuned_key(refit)]['ece']:.3f})" for refit in REFITS)
               + f"  auto chose {entry[tuned_key('auto')]['refit']}; tuning on the links refused: "
               f"{entry['tune_on_the_links_refused']}", flush=True)
-    results.update(linker_data.provenance())
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(linker_data.ROOT)}")
+    linker_data.write_results(results, RESULTS)
     return 0
 
 

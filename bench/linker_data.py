@@ -88,6 +88,15 @@ def provenance() -> dict:
     return {"tool_versions": tool_versions(), "model": {"identity": manifest.identity[:12], "files": files}}
 
 
+def write_results(results: dict, path: Path) -> None:
+    """A dev-set bench's figures (its command among them), with their provenance, to `path`, said on stdout."""
+    import json
+
+    results.update(provenance())
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
 def rows_key(index: Path, *inputs: Path) -> str:
     """What candidate rows depend on: the source code of mel and of the benches (which choose the
     documents), the index's manifest (which holds its checksums) and the input files (a Mewsli-9
