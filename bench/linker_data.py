@@ -90,10 +90,10 @@ def provenance() -> dict:
 
 def write_results(results: dict, path: Path) -> None:
     """A dev-set bench's figures (its command among them), with their provenance, to `path`, said on stdout."""
-    import json
+    from mel.artifacts import write_json
 
     results.update(provenance())
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(path, results)  # complete or not at all, as mel's own outputs
     print(f"wrote {path.relative_to(ROOT)}")
 
 
