@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mel.artifacts import command_line, read_json, sha256_file, tool_versions, write_json
+from mel.artifacts import command_line, read_json, sha256_file, write_json
 from mel.errors import InputError
 from mel.fitting import FitSettings, TrainingRows, concatenate, fit_reranker, measure, recalibrate, stated_top
 from mel.gold import EvalDocument, gold_documents, gold_fingerprints
@@ -197,6 +197,6 @@ def write_reranker(index: Path, reranker: Reranker) -> None:
     data["reranker"] = {"sha256": sha256_file(path), "created": reranker.meta.get("created"),
                         "refit": reranker.meta.get("refit"),
                         "gold": reranker.meta.get("gold"), "mentions": reranker.meta.get("mentions"),
-                        "held_out": reranker.meta.get("held_out"), "tool_versions": tool_versions(),
+                        "held_out": reranker.meta.get("held_out"), "tool_versions": reranker.meta.get("tool_versions"),
                         "command": command_line()}
     write_json(manifest_path, data)
